@@ -1,0 +1,55 @@
+# blindsr: every command a user or CI needs. The virtualenv lives in .venv and is (re)built when
+# setup.py, settings.ini or constraints.txt change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+
+.PHONY: install demo test export check-export docs lab bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py settings.ini constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23" 2>/dev/null || true
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (blindsr)" >/dev/null
+	touch $(STAMP)
+
+# The main job, run through papermill on embedded data (scikit-image's photographs).
+demo: install
+	mkdir -p $(RUNS) figures
+	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 \
+	    nbs/experiments/degradation_gallery.ipynb $(RUNS)/degradation_gallery.ipynb \
+	    -p out_dir "$(CURDIR)/figures"
+	@echo "demo: figures written to figures/, executed notebook at $(RUNS)/degradation_gallery.ipynb"
+
+test: install
+	$(VENV)/bin/nbdev_test --n_workers 2
+	$(VENV)/bin/pytest -q tests
+
+# Notebooks are the source: regenerate the package, strip notebook noise, refresh README.md from index.ipynb.
+export: install
+	$(VENV)/bin/nbdev_export
+	$(VENV)/bin/nbdev_clean
+	$(PY) tools/build_docs.py --readme-only
+
+# CI: fail when the committed package, notebooks or README differ from what `make export` produces.
+check-export: export
+	@if [ -n "$$(git status --porcelain -- blindsr nbs README.md)" ]; then \
+	    echo "make export changed these files: the package is out of sync with the notebooks or notebooks are not clean:"; \
+	    git status --porcelain -- blindsr nbs README.md; git --no-pager diff --stat -- blindsr nbs README.md; exit 1; fi
+
+docs: install
+	$(PY) tools/build_docs.py
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=nbs
+
+bench: install
+	$(PY) benchmarks/degradation.py
+
+clean:
+	rm -rf _proc _docs site $(RUNS)
