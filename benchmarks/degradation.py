@@ -10,13 +10,14 @@ Run: python benchmarks/degradation.py [--repeats N]
 """
 import argparse
 import math
+import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from blindsr.degradations import DASRDegradation, dasr_bicubic, imresize, imresize_matrix
+from blindsr.degradations import DASRDegradation, imresize, imresize_matrix
 
 
 def timed(fn, repeats):
@@ -69,7 +70,9 @@ def loop_dasr(hr, params, scale=4):
 
 def main(repeats=5):
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads: {torch.get_num_threads()}, device: cpu, dtype: float32")
+    load = ', '.join(f'{v:.2f}' for v in os.getloadavg()) if hasattr(os, 'getloadavg') else 'n/a'
+    print(f"torch {torch.__version__}, threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}, "
+          f"load average: {load} (timings are only comparable on an idle machine), device: cpu, dtype: float32")
 
     hr = torch.rand(4, 2, 3, 192, 192)
     deg = DASRDegradation(4, 'aniso', noise=(0, 25))
@@ -95,7 +98,6 @@ def main(repeats=5):
           f"first call with weight construction {t_cold * 1e3:.2f} ms); loop baseline {16 / t_loop:7.1f} images/s, "
           f"ratio {t_loop / t_ours:.1f}x (max |diff| {diff:.1e}); F.interpolate bicubic antialias "
           f"{16 / t_torch:9.1f} images/s, ratio {t_torch / t_ours:.2f}x")
-    _ = dasr_bicubic  # the DASR variant shares the same weight machinery
 
 
 if __name__ == '__main__':

@@ -1,6 +1,5 @@
 """Tests of blindsr.degradations beyond the notebook's: robustness over many random draws, gradients, devices,
-samplers' statistics, and the gallery experiment end to end."""
-import json
+and samplers' statistics."""
 import math
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from blindsr.degradations import (DASRDegradation, DegradationRound, DiverseDegr
                                   dasr_bicubic, gaussian_noise, imresize, jpeg, quantize, resize, sample_kernels)
 
 ROOT = Path(__file__).resolve().parents[1]
-GALLERY = ROOT / 'nbs' / 'experiments' / 'degradation_gallery.ipynb'
 
 
 @pytest.mark.parametrize('size', [(16, 24), (33, 33), (64, 80)])
@@ -118,15 +116,3 @@ def test_cuda_follows_input_and_matches_cpu():
     lr, p = DiverseDegradation(4)(hr.cuda(), generator=torch.Generator(device='cuda').manual_seed(0))
     assert lr.is_cuda and lr.shape == (2, 2, 3, 16, 16)
     torch.testing.assert_close(imresize(hr.cuda(), 0.25).cpu(), imresize(hr, 0.25), atol=1e-5, rtol=0)
-
-
-def test_gallery_experiment_runs(tmp_path):
-    "The papermill experiment writes its figures where it is told, quickly (it must stay under ~60 s on 2 cores)."
-    papermill = pytest.importorskip('papermill')
-    cells = json.loads(GALLERY.read_text())['cells']
-    first = next(c for c in cells if c['cell_type'] == 'code')
-    assert 'parameters' in first['metadata'].get('tags', []), 'the first code cell must be tagged "parameters"'
-    papermill.execute_notebook(str(GALLERY), str(tmp_path / 'run.ipynb'), parameters=dict(out_dir=str(tmp_path / 'figs')),
-                               cwd=str(GALLERY.parent), kernel_name='python3', progress_bar=False)
-    for name in ('kernels', 'dasr', 'diverse'):
-        assert (tmp_path / 'figs' / f'degradation_{name}.png').stat().st_size > 10_000
