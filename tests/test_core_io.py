@@ -122,7 +122,7 @@ def test_jpeg_quality_is_used(tmp_path):
 
 def test_timm_imports_on_cpu_torch():
     "DEVELOPERS.md: timm + the CUDA torchvision wheel on CPU torch; importing blindsr must make timm work."
-    code = ("import blindsr.core, timm, torch\n"
+    code = ("import blindsr, timm, torch\n"
             "m = timm.create_model('resnet50', pretrained=False, features_only=True)\n"
             "fs = m(torch.zeros(1, 3, 64, 64))\n"
             "print([f.shape[1] for f in fs])\n")
