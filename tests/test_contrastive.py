@@ -1,0 +1,138 @@
+"""MoCo mechanics (blindsr.contrastive, defined in blindsr.models.moco): queue wraparound, momentum update,
+InfoNCE logits, determinism, and that the state dict carries everything needed for an exact resume."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blindsr.contrastive import MoCo, MoCoQueue, contrastive_accuracy, info_nce_logits, info_nce_loss
+from blindsr.models.encoders import DegradationEncoder
+
+
+def small_moco(seed=0, **kw):
+    torch.manual_seed(seed)
+    return MoCo(lambda: DegradationEncoder(width=4), dim=16, generator=torch.Generator().manual_seed(seed),
+                **{'K': 8, 'm': 0.9, **kw})
+
+
+def batch(seed, n=4, size=16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g), torch.rand(n, 3, size, size, generator=g)
+
+
+def test_defaults_are_dasrs():
+    m = MoCo(lambda: DegradationEncoder(width=4))
+    assert (m.queue.dim, m.queue.K, m.m, m.T) == (256, 8192, 0.999, 0.07)
+
+
+@pytest.mark.parametrize('B', [1, 2, 4, 8])
+def test_enqueue_wraparound_for_divisors(B):
+    K = 8
+    q = MoCoQueue(dim=3, K=K)
+    for step in range(3 * K // B + 1):
+        keys = torch.full((B, 3), float(step))
+        q.enqueue(keys)
+        start = (step * B) % K
+        assert torch.equal(q.keys[start:start + B], keys)
+        assert int(q.ptr) == ((step + 1) * B) % K
+    assert q.ptr.dtype == torch.long and q.ptr.shape == ()
+
+
+def test_enqueue_non_divisor_wraps_in_order():
+    q = MoCoQueue(dim=1, K=5)
+    q.enqueue(torch.arange(3.)[:, None]); q.enqueue(torch.arange(3., 6.)[:, None])
+    assert q.keys[:, 0].tolist() == [5., 1., 2., 3., 4.] and int(q.ptr) == 1
+
+
+def test_enqueue_errors():
+    q = MoCoQueue(dim=4, K=6)
+    with pytest.raises(ValueError, match='batch of 7 keys does not fit a queue of K=6'): q.enqueue(torch.zeros(7, 4))
+    with pytest.raises(ValueError, match=r'keys must be \(B, 4\)'): q.enqueue(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r'keys must be \(B, 4\)'): q.enqueue(torch.zeros(4))
+    with pytest.raises(ValueError, match='dim and K must be positive'): MoCoQueue(dim=4, K=0)
+
+
+def test_logits_shape_and_positive_highest_for_identical_inputs():
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(5, 16, generator=g), dim=1)
+    queue = F.normalize(torch.randn(32, 16, generator=g), dim=1)
+    logits, labels = info_nce_logits(q, q.clone(), queue, temperature=0.07)
+    assert logits.shape == (5, 33) and labels.dtype == torch.long and labels.tolist() == [0] * 5
+    assert torch.allclose(logits[:, 0], torch.full((5,), 1 / 0.07))
+    assert (logits.argmax(1) == 0).all() and contrastive_accuracy(logits, labels) == 1
+    assert torch.allclose(logits[:, 1:], q @ queue.t() / 0.07)
+    assert torch.isclose(info_nce_loss(logits, labels), F.cross_entropy(logits, labels))
+    with pytest.raises(ValueError, match='temperature must be positive'): info_nce_logits(q, q, queue, 0)
+    with pytest.raises(ValueError, match=r'queue must be \(K, 16\)'): info_nce_logits(q, q, queue[:, :8], 0.1)
+
+
+def test_moco_identical_views_score_highest():
+    moco = small_moco().train()
+    moco(*batch(1)); moco(*batch(2))                     # the queue now holds keys of other images
+    x, _ = batch(3)
+    _, logits, labels = moco(x, x)
+    # the key encoder equals the query encoder (momentum steps between equal weights), so a view is its own best match
+    assert (logits.argmax(1) == 0).all() and torch.allclose(logits[:, 0], torch.full((4,), 1 / moco.T))
+
+
+def test_momentum_update_exact():
+    moco = small_moco(m=0.75).train()
+    with torch.no_grad():
+        for p in moco.encoder_q.parameters(): p.add_(torch.randn_like(p))
+    q0 = [p.clone() for p in moco.encoder_q.parameters()]
+    k0 = [p.clone() for p in moco.encoder_k.parameters()]
+    moco(*batch(2))
+    for pq, pk, k1 in zip(q0, k0, moco.encoder_k.parameters()):
+        torch.testing.assert_close(k1, 0.75 * pk + 0.25 * pq, rtol=1e-6, atol=1e-6)
+    assert all(not p.requires_grad for p in moco.encoder_k.parameters())
+
+
+def test_keys_enqueued_and_gradients_only_to_query_encoder():
+    moco = small_moco().train()
+    x_q, x_k = batch(3)
+    fea, logits, labels = moco(x_q, x_k)
+    assert fea.shape == (4, 16) and logits.shape == (4, 9) and int(moco.queue.ptr) == 4
+    with torch.no_grad():
+        k = F.normalize(moco.encoder_k(x_k)[1], dim=1)
+    torch.testing.assert_close(moco.queue.keys[:4], k)
+    info_nce_loss(logits, labels).backward()
+    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+    assert all(p.grad is None for p in moco.encoder_k.parameters())
+
+
+def test_eval_returns_representation_and_training_needs_key():
+    moco = small_moco()
+    x, _ = batch(4)
+    assert moco.eval()(x).shape == (4, 16)
+    with pytest.raises(ValueError, match=r'needs \(im_q, im_k\)'): moco.train()(x)
+
+
+def test_deterministic_given_seeds():
+    outs = []
+    for _ in range(2):
+        moco = small_moco(seed=5).train()
+        for s in range(3): fea, logits, _ = moco(*batch(10 + s))
+        outs.append((fea, logits, moco.queue.keys.clone(), moco.state_dict()))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][2], outs[1][2])
+    assert all(torch.equal(outs[0][3][k], outs[1][3][k]) for k in outs[0][3])
+
+
+def test_state_dict_resume_is_exact():
+    "Queue, pointer and key encoder are in the state dict: a restored copy continues exactly like the original."
+    a = small_moco(seed=1).train()
+    for s in range(3): a(*batch(s))
+    sd = copy.deepcopy(a.state_dict())
+    assert {'queue.keys', 'queue.ptr'} <= set(sd) and any(k.startswith('encoder_k.') for k in sd)
+    b = small_moco(seed=99).train()
+    b.load_state_dict(sd)
+    ra, rb = a(*batch(7)), b(*batch(7))
+    for u, v in zip(ra, rb): assert torch.equal(u, v)
+    assert int(a.queue.ptr) == int(b.queue.ptr)
+
+
+def test_moco_argument_errors():
+    with pytest.raises(ValueError, match='momentum m must be in'): small_moco(m=1.5)
+    with pytest.raises(ValueError, match='temperature T must be positive'): small_moco(T=0)
+    moco = MoCo(lambda: DegradationEncoder(width=4), dim=32, K=8).train()
+    with pytest.raises(ValueError, match='projection has 16 dims but the queue holds 32'): moco(*batch(0))

@@ -1,0 +1,166 @@
+"""The model registry, shared layers and the DASR networks (shapes, API, gradients, state dicts)."""
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import blindsr.models as registry
+from blindsr.models import create_model, is_model, list_models, register_model
+from blindsr.models.dasr import DAConv, DASR, BlindSR
+from blindsr.models.encoders import DegradationEncoder
+from blindsr.models.layers import ChannelAttention, MeanShift, ResBlock, Upsampler
+
+SMALL = dict(n_feats=16, n_groups=2, n_blocks=2, width=8, K=16)
+
+
+# -- registry --------------------------------------------------------------------------------------
+
+def test_registry_lists_dasr_models():
+    assert {'dasr_encoder', 'blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4'} <= set(list_models())
+    assert list_models('dasr_x*') == ['dasr_x2', 'dasr_x3', 'dasr_x4']
+    assert is_model('dasr_x4') and not is_model('dasr_x5')
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(ValueError, match=r"unknown model name 'dasr_x5'; did you mean 'dasr_x.'"):
+        create_model('dasr_x5')
+    with pytest.raises(ValueError, match=r"unknown model name 'zzz'"):
+        create_model('zzz')
+
+
+def test_register_and_conflicts():
+    @register_model('test_only_identity')
+    def _a(): return torch.nn.Identity()
+    try:
+        assert isinstance(create_model('test_only_identity'), torch.nn.Identity)
+        with pytest.raises(ValueError, match="already taken"):
+            register_model('test_only_identity')(lambda: None)
+    finally:
+        del registry._REGISTRY['test_only_identity']
+
+
+def test_create_model_kwargs_reach_the_factory():
+    m = create_model('blindsr', scale=3, **SMALL)
+    assert isinstance(m, BlindSR) and m.scale == 3 and m.encoder.queue.K == 16
+    assert create_model('dasr_encoder', width=4).fea_dim == 16
+
+
+# -- layers ----------------------------------------------------------------------------------------
+
+def test_meanshift_loads_official_conv_keys():
+    official = torch.nn.Conv2d(3, 3, 1)   # the official MeanShift is a frozen Conv2d: keys weight (3,3,1,1), bias (3,)
+    with torch.no_grad():
+        official.weight.copy_(torch.eye(3).view(3, 3, 1, 1) / 2); official.bias.copy_(torch.tensor([1., 2., 3.]))
+    ms = MeanShift()
+    ms.load_state_dict(official.state_dict())
+    x = torch.rand(1, 3, 4, 4)
+    torch.testing.assert_close(ms(x), official(x))
+    assert list(ms.parameters()) == []
+
+
+def test_upsampler_scales_and_errors():
+    for s in (2, 3, 4, 8):
+        assert Upsampler(s, 4)(torch.zeros(1, 4, 3, 5)).shape == (1, 4, 3 * s, 5 * s)
+    for bad in (5, 6, 7, 0, 1.5):
+        with pytest.raises(ValueError, match='power of two'): Upsampler(bad, 4)
+    with pytest.raises(ValueError, match='power of two'): DASR(scale=5)
+
+
+def test_resblock_and_channel_attention():
+    x = torch.randn(2, 8, 5, 5)
+    assert ResBlock(8, bn=True)(x).shape == x.shape
+    assert ChannelAttention(8, reduction=2)(x).shape == x.shape
+
+
+# -- DASR ------------------------------------------------------------------------------------------
+
+def test_daconv_equals_per_sample_depthwise_conv():
+    torch.manual_seed(0)
+    da = DAConv(channels=6, rep_dim=8, kernel_size=5, reduction=2)
+    x, rep = torch.randn(3, 6, 9, 7), torch.randn(3, 8)
+    ker = da.predicted_kernels(rep)
+    assert ker.shape == (3, 6, 5, 5)
+    f1 = torch.cat([da.conv(F.leaky_relu(F.conv2d(x[i:i + 1], ker[i][:, None], padding=2, groups=6), 0.1)) for i in range(3)])
+    torch.testing.assert_close(da(x, rep), f1 + da.ca(x, rep), rtol=1e-5, atol=1e-5)
+    # images do not leak into each other
+    out2 = da(torch.cat([x[:1], torch.zeros_like(x[1:])]), rep)
+    torch.testing.assert_close(out2[:1], da(x, rep)[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_blindsr_shapes_and_range(scale):
+    m = create_model('blindsr', scale=scale, **SMALL).eval()
+    lr = torch.rand(2, 3, 12, 10)
+    with torch.no_grad(): sr = m(lr)
+    assert sr.shape == (2, 3, 12 * scale, 10 * scale)
+    assert m.img_range == 1.0 and m.sr_net.img_range == 1.0 and m.rgb_range == 255.
+    # zero residual body and tail -> output is the mean colour: input/output really are on [0, 1]
+    with torch.no_grad():
+        for p in m.sr_net.tail.parameters(): p.zero_()
+        assert torch.allclose(m(lr), torch.tensor([0.4488, 0.4371, 0.4040])[None, :, None, None].expand_as(sr), atol=1e-6)
+
+
+def test_training_step_gradients_and_queue():
+    torch.manual_seed(0)
+    m = BlindSR(scale=2, **SMALL).train()
+    lr_q, lr_k = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    sr, logits, labels = m(lr_q, lr_k)
+    assert sr.shape == (4, 3, 32, 32) and logits.shape == (4, 17) and labels.tolist() == [0] * 4
+    loss = F.l1_loss(sr, torch.rand_like(sr)) + F.cross_entropy(logits, labels)
+    loss.backward()
+    assert all(p.grad is not None for p in m.sr_net.parameters())
+    assert all(p.grad is not None for p in m.encoder.encoder_q.parameters())
+    assert all(p.grad is None for p in m.encoder.encoder_k.parameters())
+    assert int(m.encoder.queue.ptr) == 4
+    # the official (B, 2, C, h, w) layout gives the same as (query, key)
+    m2 = BlindSR(scale=2, **SMALL).train(); m2.load_state_dict(m.state_dict())
+    m3 = BlindSR(scale=2, **SMALL).train(); m3.load_state_dict(m.state_dict())
+    for u, v in zip(m2(torch.stack([lr_q, lr_k], 1)), m3(lr_q, lr_k)): assert torch.equal(u, v)
+
+
+def test_api_errors():
+    m = BlindSR(scale=2, **SMALL)
+    with pytest.raises(ValueError, match=r'needs \(lr_query, lr_key\)'): m.train()(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r'lr must be a \(B,3,h,w\)'): m.eval()(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match=r'lr must be a \(B,3,h,w\)'): m.eval()(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r'\(B,2,3,h,w\)'): m.train()(torch.rand(1, 3, 3, 8, 8))
+    with pytest.raises(ValueError, match=r'fea must be \(1, 32\)'): m.sr_net(torch.rand(1, 3, 8, 8), torch.rand(1, 64))
+    with pytest.raises(ValueError, match='n_feats must be a positive int'): DASR(n_feats=0)
+    with pytest.raises(ValueError, match='width must be a positive int'): DegradationEncoder(width=0)
+
+
+def test_representation_and_eval_use_query_encoder():
+    m = BlindSR(scale=2, **SMALL).eval()
+    lr = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        fea = m.representation(lr)
+        assert fea.shape == (2, 32)
+        torch.testing.assert_close(m(lr), m.sr_net(lr, fea))
+
+
+def test_channels_last_and_state_dict_round_trip():
+    m = BlindSR(scale=2, **SMALL).eval()
+    lr = torch.rand(2, 3, 10, 10)
+    with torch.no_grad():
+        ref = m(lr)
+        torch.testing.assert_close(m(lr.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-5, atol=1e-6)
+    buf = io.BytesIO(); torch.save(m.state_dict(), buf); buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+    assert {'encoder.queue.keys', 'encoder.queue.ptr', 'sr_net.sub_mean.weight', 'sr_net.add_mean.bias'} <= set(sd)
+    m2 = BlindSR(scale=2, **SMALL).eval(); m2.load_state_dict(sd)
+    with torch.no_grad(): assert torch.equal(m2(lr), ref)
+
+
+def test_paper_sizes_from_registry():
+    counts = {}
+    for name in ('dasr_x2', 'dasr_x3', 'dasr_x4'):
+        m = create_model(name)
+        counts[name] = sum(p.numel() for p in m.sr_net.parameters()) + 24
+        assert sum(p.numel() for p in m.encoder.encoder_q.parameters()) == 1_278_784
+        assert (m.encoder.queue.K, m.encoder.m, m.encoder.T) == (8192, 0.999, 0.07)
+    assert counts['dasr_x4'] == 4_690_523
+    # x2: one 64->256 upsampling conv instead of two; x3: one 64->576 conv
+    up = 64 * 256 * 9 + 256
+    assert counts['dasr_x2'] == 4_690_523 - up
+    assert counts['dasr_x3'] == 4_690_523 - 2 * up + 64 * 576 * 9 + 576

@@ -1,0 +1,134 @@
+"""The trainer end to end: exact resume after a hard kill, checkpoint faults, precision and EMA options."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from blindsr.train import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_inference_model,
+                           read_training_log, save_checkpoint)
+
+SETUP = textwrap.dedent("""
+    import torch
+    from blindsr.data import HRImageFolder
+    from blindsr.degradations import DASRDegradation
+    from blindsr.train import TrainConfig, Trainer
+
+    def textures(n=6, size=48):
+        g = torch.Generator().manual_seed(0)
+        low = torch.rand(n, 3, 6, 6, generator=g)
+        return list(torch.nn.functional.interpolate(low, size=size, mode='bicubic', align_corners=False).clamp(0, 1))
+
+    def make_trainer(out_dir, **cfg_kw):
+        cfg = dict(epochs_encoder=1, epochs_joint=2, steps_per_epoch=3, batch_size=2, lr_joint=1e-3,
+                   val_every=1, ckpt_every_steps=2, progress=False, seed=3)
+        cfg.update(cfg_kw)
+        data = HRImageFolder(images=textures(), patch_size=16, n_patches=2, seed=3)
+        deg = DASRDegradation(scale=2, sigma=(0.2, 2.0), noise=(0, 10))
+        hr = textures(2, 16)
+        val = [(f'v{i}', h, deg(h[None, None], generator=torch.Generator().manual_seed(i))[0][0, 0]) for i, h in enumerate(hr)]
+        model = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8)
+        return Trainer('blindsr', model, data, TrainConfig(**cfg), out_dir, degradation=deg, val_pairs=val, log_every=1)
+""")
+exec(SETUP)
+
+
+def _same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f'{len(diff)} tensors differ, e.g. {diff[:3]}'
+
+
+def test_resume_after_hard_kill_is_exact(tmp_path):
+    "N steps in one go == N/2 steps, SIGKILL, resume for the rest: identical weights, queue and optimizer on CPU."
+    straight = make_trainer(tmp_path / 'straight')
+    straight.fit()
+    total = straight.step
+    assert total == 9
+
+    killed = tmp_path / 'killed'
+    script = SETUP + textwrap.dedent(f"""
+        import os, signal
+        def kill_at_4(trainer, path):
+            if trainer.step == 4 and path.name == 'last.pt':
+                os.kill(os.getpid(), signal.SIGKILL)   # a hard kill right after the mid-epoch checkpoint
+        t = make_trainer({str(killed)!r}); t.callbacks.append(kill_at_4); t.fit()
+    """)
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert load_checkpoint(killed / 'checkpoints' / 'last.pt')['step'] == 4
+
+    resumed = make_trainer(killed).resume(killed / 'checkpoints' / 'last.pt')
+    assert resumed.step == 4
+    resumed.fit()
+    assert resumed.step == total
+    _same_state(straight.model.state_dict(), resumed.model.state_dict())
+    so, ro = straight.optimizer.state_dict()['state'], resumed.optimizer.state_dict()['state']
+    for k in so: _same_state(so[k], ro[k])
+    assert straight.best_psnr == resumed.best_psnr
+    # the log was cut back to the checkpoint and continued: same steps as the straight run
+    assert read_training_log(straight.log_path)['step'] == read_training_log(resumed.log_path)['step']
+
+
+def test_run_folder_and_inference_export(tmp_path):
+    t = make_trainer(tmp_path / 'run')
+    out = t.fit()
+    names = {p.name for p in (tmp_path / 'run').iterdir()}
+    assert {'log.csv', 'loss_curve.png', 'model_inference.pt', 'checkpoints'} <= names
+    assert {p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()} == {'last.pt', 'best.pt'}
+    assert out['best_psnr'] > 10
+    m = load_inference_model(tmp_path / 'run' / 'model_inference.pt')
+    exported = torch.load(tmp_path / 'run' / 'model_inference.pt', weights_only=True)['state_dict']
+    assert not any(k.startswith('encoder.encoder_k') or k.startswith('encoder.queue') for k in exported)
+    lr = torch.rand(1, 3, 10, 12)
+    t.model.eval()
+    with torch.no_grad():
+        assert torch.equal(m(lr), t.model(lr))
+
+
+def test_checkpoint_faults_name_the_file(tmp_path):
+    t = make_trainer(tmp_path / 'run', epochs_joint=0, epochs_encoder=1)
+    t.fit()
+    last = tmp_path / 'run' / 'checkpoints' / 'last.pt'
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match='last.pt: not a readable checkpoint'):
+        make_trainer(tmp_path / 'run').resume(last)
+    save_checkpoint(last, {'format': 'blindsr-train-1', 'model_spec': {'name': 'other', 'kwargs': {}}})
+    with pytest.raises(CheckpointError, match='last.pt: written for model'):
+        make_trainer(tmp_path / 'run').resume(last)
+    with pytest.raises(FileNotFoundError, match='nothere.pt'):
+        load_inference_model(tmp_path / 'nothere.pt')
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    t = make_trainer(tmp_path / 'run', epochs_joint=0)
+    t.fit()
+    last = tmp_path / 'run' / 'checkpoints' / 'last.pt'
+    before = last.read_bytes()
+    import blindsr.core as core
+    monkeypatch.setattr(core.os, 'replace', lambda *a: (_ for _ in ()).throw(OSError('disk full (injected)')))
+    with pytest.raises(OSError, match='injected'):
+        t.save('last')
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in last.parent.iterdir()) == ['last.pt']
+
+
+def test_bad_config_is_rejected_before_training(tmp_path):
+    with pytest.raises(ValueError, match='TrainConfig.lr_joint'):
+        make_trainer(tmp_path / 'x', lr_joint=-1)
+    with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
+        make_trainer(tmp_path / 'x', precision='fp16', device='cpu')
+
+
+def test_bf16_autocast_and_ema(tmp_path):
+    t = make_trainer(tmp_path / 'run', precision='bf16', ema_decay=0.9, epochs_joint=1)
+    out = t.fit()
+    assert t.step == 6 and out['best_psnr'] > 10
+    ema_model = t.inference_model()
+    assert not torch.equal(ema_model.sr_net.head[0].weight, t.model.sr_net.head[0].weight)
+    m = load_inference_model(tmp_path / 'run' / 'model_inference.pt')
+    assert torch.equal(m.sr_net.head[0].weight, ema_model.sr_net.head[0].weight)
