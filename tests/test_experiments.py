@@ -38,3 +38,48 @@ def test_degradation_gallery_writes_its_figures(tmp_path):
 def test_bad_parameter_is_reported(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="image='no_such_image'"):
         run_experiment('degradation_gallery', tmp_path, out_dir=str(tmp_path), image='no_such_image')
+
+
+TINY_DASR = dict(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=4, lr_patch=12, n_feats=8, n_groups=1,
+                 n_blocks=1, encoder_width=8, queue_size=8, analysis_sigmas=[0.0, 2.4], analysis_noises=[0.0, 10.0],
+                 bn_groups=2, precision='fp32', progress=False)
+
+
+def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
+    run = tmp_path / 'run'
+    figs = tmp_path / 'figs'
+    sets = {'Set5': str(benchmarks_dir / 'Set5' / 'HR')}
+    run_experiment('train_dasr', tmp_path, out_dir=str(run), figures_dir=str(figs), benchmark_dirs=sets, **TINY_DASR)
+    assert {'parameters.json', 'metrics.json', 'table.md', 'figures', 'checkpoints', 'log.csv',
+            'model_inference.pt'} <= {p.name for p in run.iterdir()}
+    params = json.loads((run / 'parameters.json').read_text())
+    assert params['n_feats'] == 8 and params['epochs_joint'] == 1
+    metrics = json.loads((run / 'metrics.json').read_text())
+    assert metrics['steps'] == 4
+    rows = metrics['table2']
+    assert {r['method'] for r in rows} == {'Bicubic', 'DASR (this run)'}
+    assert sorted({r['sigma'] for r in rows}) == [0.0, 1.2, 2.4, 3.6]
+    assert all(10 < r['psnr'] < 50 for r in rows)
+    assert -10 < metrics['probe']['sigma_r2'] <= 1 and 0 <= metrics['probe']['noise_accuracy'] <= 1
+    table = (run / 'table.md').read_text()
+    assert table.index('Bicubic') < table.index('DASR (this run)') and 'Set5 σ=2.4' in table
+    for name in ('grid', 'representation', 'comparison', 'loss_curve'):
+        assert (run / 'figures' / f'train_dasr_{name}.png').stat().st_size > 5_000
+        assert (figs / f'train_dasr_{name}.png').exists()
+
+    # running it again continues the finished run (no training) and refuses changed parameters
+    run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, **TINY_DASR)
+    assert json.loads((run / 'metrics.json').read_text())['steps'] == 4
+    with pytest.raises(pm.PapermillExecutionError, match='other parameters'):
+        run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, **{**TINY_DASR, 'n_feats': 16})
+    with pytest.raises(pm.PapermillExecutionError, match='already holds'):
+        run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, resume=None, **TINY_DASR)
+
+
+@pytest.mark.parametrize('name,value,msg', [('scale', 5, 'parameter scale=5'), ('blur', 'gauss', "parameter blur='gauss'"),
+                                            ('lr_joint', -1.0, 'parameter lr_joint=-1.0'),
+                                            ('data_dir', '/no/such/dir', 'parameter data_dir')])
+def test_train_dasr_rejects_bad_parameters_at_the_start(tmp_path, name, value, msg):
+    with pytest.raises(pm.PapermillExecutionError, match=msg.replace('(', r'\(')):
+        run_experiment('train_dasr', tmp_path, out_dir=str(tmp_path / 'run'), **{**TINY_DASR, name: value})
+    assert not (tmp_path / 'run' / 'checkpoints').exists()

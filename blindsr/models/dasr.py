@@ -118,7 +118,7 @@ class DASR(nn.Module):
         res = self.body[-1](res) + x
         return self.add_mean(self.tail(res)) / self.rgb_range
 
-# %% ../../nbs/12_dasr.ipynb #0c7d98bb
+# %% ../../nbs/12_dasr.ipynb #d848ecdb
 class BlindSR(nn.Module):
     """DASR's blind SR model: degradation encoder (in MoCo) + DASR. LR in [0,1] -> SR in [0,1].
     Paper size by default (5 groups x 5 blocks x 64 features, encoder width 64)."""
@@ -126,11 +126,11 @@ class BlindSR(nn.Module):
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, reduction: int = 8,
                  kernel_size: int = 3, rep_dim: int = 64, width: int = 64, K: int = 8192, m: float = 0.999,
                  T: float = 0.07, rgb_range: float = 255., encoder: nn.Module | None = None, fea_dim: int | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, bn_groups: int = 1):
         super().__init__()
         if encoder is None:
             encoder = MoCo(functools.partial(DegradationEncoder, width=width, rgb_range=rgb_range), dim=4 * width,
-                           K=K, m=m, T=T, generator=generator)
+                           K=K, m=m, T=T, generator=generator, bn_groups=bn_groups)
             fea_dim = 4 * width
         elif fea_dim is None:
             fea_dim = getattr(getattr(encoder, 'encoder_q', None), 'fea_dim', None)

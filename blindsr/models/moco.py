@@ -59,19 +59,34 @@ def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.
     logits = torch.cat([pos, neg], dim=1) / temperature
     return logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
 
-# %% ../../nbs/11a_moco.ipynb #1a0cb77e
+# %% ../../nbs/11a_moco.ipynb #e0a1cd65
 class MoCo(nn.Module):
     "Momentum contrast around an encoder returning `(fea, proj)`; defaults are DASR's (dim 256, K 8192, m 0.999, T 0.07)."
     def __init__(self, encoder_factory: Callable[[], nn.Module], dim: int = 256, K: int = 8192, m: float = 0.999,
-                 T: float = 0.07, generator: torch.Generator | None = None):
+                 T: float = 0.07, generator: torch.Generator | None = None, bn_groups: int = 1):
         super().__init__()
         if not 0 <= m <= 1: raise ValueError(f"MoCo: momentum m must be in [0, 1], got {m!r}")
+        if not (isinstance(bn_groups, int) and bn_groups >= 1): raise ValueError(f"MoCo: bn_groups must be an int >= 1, got {bn_groups!r}")
+        self.bn_groups = bn_groups
         if not T > 0: raise ValueError(f"MoCo: temperature T must be positive, got {T!r}")
         self.encoder_q = encoder_factory()
         self.encoder_k = copy.deepcopy(self.encoder_q)  # starts equal to the query encoder
         self.encoder_k.requires_grad_(False)
         self.queue = MoCoQueue(dim, K, generator=generator)
         self.m, self.T = m, T
+
+    def _encode(self, encoder: nn.Module, x: Tensor, shuffled: bool):
+        "Encode in `bn_groups` sub-batches: queries in contiguous chunks, keys in strided ones (see the text below)."
+        g = self.bn_groups
+        if g == 1: return encoder(x)
+        B = x.shape[0]
+        if B % g or B // g < 2:
+            raise ValueError(f"MoCo: batch size {B} must be a multiple of bn_groups={g} with at least 2 images per group")
+        idx = torch.arange(B, device=x.device)
+        order = idx.view(B // g, g).t().reshape(-1) if shuffled else idx   # keys: 0, g, 2g, ... then 1, g+1, ...
+        outs = [encoder(c) for c in x[order].chunk(g)]
+        inverse = order.argsort()
+        return tuple(torch.cat(parts)[inverse] for parts in zip(*outs))
 
     @torch.no_grad()
     def momentum_update(self):
@@ -86,14 +101,14 @@ class MoCo(nn.Module):
         if im_k is None:
             raise ValueError("MoCo: in training mode forward needs (im_q, im_k), two views that share a degradation; "
                              "call .eval() to get representations")
-        fea, q = self.encoder_q(im_q)
+        fea, q = self._encode(self.encoder_q, im_q, shuffled=False)
         q = F.normalize(q, dim=1)
         if q.shape[1] != self.queue.dim:
             raise ValueError(f"MoCo: the encoder's projection has {q.shape[1]} dims but the queue holds {self.queue.dim}; "
                              f"pass dim={q.shape[1]}")
         with torch.no_grad():
             self.momentum_update()
-            k = F.normalize(self.encoder_k(im_k)[1], dim=1)
+            k = F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
         logits, labels = info_nce_logits(q, k, self.queue.keys.clone(), self.T)  # clone: enqueue writes in place
         self.queue.enqueue(k)
         return fea, logits, labels
