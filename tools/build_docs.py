@@ -24,7 +24,8 @@ Steps (all output under the repository root unless --out is given):
 ``--readme`` also writes README.md from ``nbs/index.ipynb`` (what ``nbdev_readme`` does with Quarto):
 processed, not executed, math left as ``$...$`` for GitHub, links to the doc host kept; ``--readme-only`` does
 just that (a few seconds). Papermill-style notebooks (a cell tagged ``parameters``) get their output-folder
-parameters (``out_dir``, ``fig_dir``, ...) pointed at a temporary folder while the docs execute them.
+parameters (``out_dir``, ``fig_dir``, ...) pointed at a temporary folder while the docs execute them, and long
+experiments run with the small parameters given for them in ``docs_params.json`` beside the notebook.
 """
 from __future__ import annotations
 
@@ -112,6 +113,14 @@ def _dir_params(source: str, tmp: str) -> str:
     return '\n'.join(f'{n} = {str(Path(tmp) / n)!r}' for n in names)
 
 
+def _docs_params(src: Path) -> dict:
+    "Parameter overrides for notebook `src` from `docs_params.json` in its folder ({notebook stem: {name: value}})."
+    f = src.parent / 'docs_params.json'
+    if not f.exists(): return {}
+    try: return json.loads(f.read_text()).get(src.stem, {})
+    except json.JSONDecodeError as e: raise SystemExit(f'{f}: not valid JSON ({e})')
+
+
 def _warn_title_cell(nb, src):
     "nbdev turns the first markdown cell with a `# title` into frontmatter and drops the rest of that cell: say so."
     for c in nb.cells:
@@ -146,6 +155,9 @@ def process_one(src: Path, dst: Path, execute: bool, timeout: int | None) -> Non
             if 'parameters' in (cell.get('metadata', {}).get('tags') or []):
                 code = _dir_params(cell.source, tmp)
                 if code: k.run_cell(code)
+                # long experiments run on the small parameters of docs_params.json beside them (as papermill -p would)
+                over = _docs_params(src)
+                if over: k.run_cell('\n'.join(f'{n} = {v!r}' for n, v in over.items()))
         with working_directory(src.parent):
             try: k.run_all(nb, exc_stop=True, preproc=lambda c: _skip_cell(c, flags), postproc=_inject)
             except Exception:
