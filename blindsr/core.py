@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'ensure_torchvision_importable', 'ImageFileError', 'ImageInfo', 'read_image',
-           'atomic_write_bytes', 'write_image', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr', 'ycbcr_to_rgb',
-           'modcrop', 'seed_everything', 'default_device']
+__all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'ensure_torchvision_importable', 'ImageFileError', 'CheckpointError',
+           'ImageInfo', 'read_image', 'atomic_write_bytes', 'write_image', 'image_to_tensor', 'tensor_to_image',
+           'rgb_to_ycbcr', 'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'default_device']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -43,13 +43,16 @@ def ensure_torchvision_importable() -> bool:
 
 ensure_torchvision_importable()
 
-# %% ../nbs/00_core.ipynb #896662ce
+# %% ../nbs/00_core.ipynb #75ace4f2
 IMAGE_FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG', '.tif': 'TIFF', '.tiff': 'TIFF',
                  '.bmp': 'BMP', '.webp': 'WEBP'}
 SIXTEEN_BIT_FORMATS = {'PNG', 'TIFF'}
 
 class ImageFileError(ValueError):
     "An image file that cannot be read or written; the message names the file."
+
+class CheckpointError(ValueError):
+    "A checkpoint file that cannot be used (corrupt, foreign, or not fitting the model); the message names the file."
 
 @dataclass
 class ImageInfo:
