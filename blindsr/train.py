@@ -169,7 +169,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #5c6f8c9e
+# %% ../nbs/30_train.ipynb #1de6b9b0
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'val_psnr', 'seconds')
 
 class Trainer:
@@ -219,11 +219,12 @@ class Trainer:
             lr, _ = self.degradation(hr, generator=seeded_generator(self.cfg.seed, self.step, device=self.device.type))
         self.model.train()
         with self._autocast():
+            query, keys = lr[:, 0], (lr[:, 1] if lr.shape[1] == 2 else lr[:, 1:])   # N-1 positives per image
             if phase == 'encoder':
-                _, logits, labels = self.model.encoder(lr[:, 0], lr[:, 1])
+                _, logits, labels = self.model.encoder(query, keys)
                 loss_sr = torch.zeros((), device=self.device)
             else:
-                sr, logits, labels = self.model(lr[:, 0], lr[:, 1])
+                sr, logits, labels = self.model(query, keys)
                 loss_sr = F.l1_loss(sr.float(), hr[:, 0])
             loss_contrast = info_nce_loss(logits.float(), labels)
             loss = loss_sr + (loss_contrast if phase == 'encoder' else self.cfg.contrastive_weight * loss_contrast)

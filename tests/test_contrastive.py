@@ -136,3 +136,45 @@ def test_moco_argument_errors():
     with pytest.raises(ValueError, match='temperature T must be positive'): small_moco(T=0)
     moco = MoCo(lambda: DegradationEncoder(width=4), dim=32, K=8).train()
     with pytest.raises(ValueError, match='projection has 16 dims but the queue holds 32'): moco(*batch(0))
+
+
+# ---- several positives per image (issue 4, seed 000) -------------------------------------------------------
+
+
+@pytest.mark.parametrize('positives,rows', [('average', 4), ('samples', 12)])
+def test_multi_positive_shapes_queue_and_gradients(positives, rows):
+    torch.manual_seed(0)
+    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=24, positives=positives).train()
+    q, k = torch.rand(4, 3, 24, 24), torch.rand(4, 3, 3, 24, 24)
+    fea, logits, labels = moco(q, k)
+    assert fea.shape == (4, 32) and logits.shape == (rows, 25) and labels.shape == (rows,)
+    assert int(moco.queue.ptr) == rows % 24
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    assert all(p.grad is None for p in moco.encoder_k.parameters()), 'the key encoder must get no gradient'
+    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+
+
+def test_averaged_key_is_the_normalised_centre_and_enters_the_queue():
+    torch.manual_seed(1)
+    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=16).train()
+    moco.encoder_k.eval()   # running BN statistics: keys of single positives are comparable
+    k = torch.rand(2, 5, 3, 24, 24)
+    single = torch.stack([moco.keys(k[:, i]) for i in range(5)], 1)
+    centre = moco.keys(k)
+    torch.testing.assert_close(centre, torch.nn.functional.normalize(single.mean(1), dim=1), atol=1e-5, rtol=0)
+    moco.m = 1.0   # freeze the key encoder so the queue entry can be compared after the step
+    moco(torch.rand(2, 3, 24, 24), k)
+    torch.testing.assert_close(moco.queue.keys[:2], centre, atol=1e-5, rtol=0)
+
+
+def test_trainer_passes_all_positives(tmp_path):
+    from blindsr.data import HRImageFolder
+    from blindsr.degradations import DASRDegradation
+    from blindsr.train import TrainConfig, Trainer
+    imgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    data = HRImageFolder(images=imgs, patch_size=16, n_patches=4)      # 1 query + 3 positives
+    cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
+    t = Trainer('blindsr', dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8, positives='samples'),
+                data, cfg, tmp_path, degradation=DASRDegradation(scale=2, sigma=1.0))
+    t.fit()
+    assert int(t.model.encoder.queue.ptr) == (4 * 2 * 3) % 8   # 4 steps x 2 images x 3 positives, counted as samples

@@ -119,7 +119,7 @@ class DASR(nn.Module):
         res = self.body[-1](res) + x
         return self.add_mean(self.tail(res)) / self.rgb_range
 
-# %% ../../nbs/12_dasr.ipynb #d848ecdb
+# %% ../../nbs/12_dasr.ipynb #c9cca474
 class BlindSR(nn.Module):
     """DASR's blind SR model: degradation encoder (in MoCo) + DASR. LR in [0,1] -> SR in [0,1].
     Paper size by default (5 groups x 5 blocks x 64 features, encoder width 64)."""
@@ -127,11 +127,12 @@ class BlindSR(nn.Module):
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, reduction: int = 8,
                  kernel_size: int = 3, rep_dim: int = 64, width: int = 64, K: int = 8192, m: float = 0.999,
                  T: float = 0.07, rgb_range: float = 255., encoder: nn.Module | None = None, fea_dim: int | None = None,
-                 generator: torch.Generator | None = None, bn_groups: int = 1):
+                 generator: torch.Generator | None = None, bn_groups: int = 1, positives: str = 'average'):
         super().__init__()
         if encoder is None:
             encoder = MoCo(functools.partial(DegradationEncoder, width=width, rgb_range=rgb_range), dim=4 * width,
-                           K=K, m=m, T=T, generator=generator, bn_groups=bn_groups)
+                           K=K, m=m, T=T, generator=generator, bn_groups=bn_groups,
+                           positives=positives)
             fea_dim = 4 * width
         elif fea_dim is None:
             fea_dim = getattr(getattr(encoder, 'encoder_q', None), 'fea_dim', None)
@@ -161,7 +162,7 @@ class BlindSR(nn.Module):
         if lr_key is None:
             raise ValueError("BlindSR: in training mode the model needs (lr_query, lr_key), two patches with the same "
                              "degradation; call model.eval() to super-resolve")
-        self._check(lr_key, 'lr_key')
+        self._check(lr_key if lr_key.ndim == 4 else lr_key.flatten(0, 1), 'lr_key')   # (B,3,h,w) or (B,P,3,h,w)
         fea, logits, labels = self.encoder(lr, lr_key)
         return self.sr_net(lr, fea), logits, labels
 

@@ -59,12 +59,16 @@ def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.
     logits = torch.cat([pos, neg], dim=1) / temperature
     return logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
 
-# %% ../../nbs/11a_moco.ipynb #e0a1cd65
+# %% ../../nbs/11a_moco.ipynb #ce216c29
 class MoCo(nn.Module):
     "Momentum contrast around an encoder returning `(fea, proj)`; defaults are DASR's (dim 256, K 8192, m 0.999, T 0.07)."
     def __init__(self, encoder_factory: Callable[[], nn.Module], dim: int = 256, K: int = 8192, m: float = 0.999,
-                 T: float = 0.07, generator: torch.Generator | None = None, bn_groups: int = 1):
+                 T: float = 0.07, generator: torch.Generator | None = None, bn_groups: int = 1,
+                 positives: str = 'average'):
         super().__init__()
+        if positives not in ('average', 'samples'):
+            raise ValueError(f"MoCo: positives must be 'average' or 'samples', got {positives!r}")
+        self.positives = positives
         if not 0 <= m <= 1: raise ValueError(f"MoCo: momentum m must be in [0, 1], got {m!r}")
         if not (isinstance(bn_groups, int) and bn_groups >= 1): raise ValueError(f"MoCo: bn_groups must be an int >= 1, got {bn_groups!r}")
         self.bn_groups = bn_groups
@@ -108,7 +112,20 @@ class MoCo(nn.Module):
                              f"pass dim={q.shape[1]}")
         with torch.no_grad():
             self.momentum_update()
-            k = F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
+            k = self.keys(im_k)
+        if self.positives == 'samples' and k.shape[0] != q.shape[0]:   # each positive its own (query, key) pair
+            q = q.repeat_interleave(k.shape[0] // q.shape[0], dim=0)
         logits, labels = info_nce_logits(q, k, self.queue.keys.clone(), self.T)  # clone: enqueue writes in place
         self.queue.enqueue(k)
         return fea, logits, labels
+
+    @torch.no_grad()
+    def keys(self, im_k: Tensor) -> Tensor:
+        """Normalised keys of `im_k`: (B, C, h, w) -> (B, dim); with P positives per image, (B, P, C, h, w) -> their
+        normalised mean (B, dim) if `positives='average'` (the cluster centre), or all of them (B*P, dim) if 'samples'."""
+        if im_k.ndim == 4: return F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
+        if im_k.ndim != 5: raise ValueError(f"MoCo: keys must be (B,C,h,w) or (B,P,C,h,w), got shape {tuple(im_k.shape)}")
+        B, P = im_k.shape[:2]
+        k = F.normalize(self._encode(self.encoder_k, im_k.flatten(0, 1), shuffled=True)[1], dim=1)
+        if self.positives == 'samples': return k
+        return F.normalize(k.view(B, P, -1).mean(1), dim=1)
