@@ -169,7 +169,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #1de6b9b0
+# %% ../nbs/30_train.ipynb #41d56180
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'val_psnr', 'seconds')
 
 class Trainer:
@@ -209,17 +209,32 @@ class Trainer:
         dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.cfg.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def train_step(self, hr: torch.Tensor) -> dict:
-        "One optimisation step on a batch of HR patches (B, N>=2, 3, P, P); returns the step's losses."
-        if hr.ndim != 5 or hr.shape[1] < 2:
-            raise ValueError(f"Trainer: a batch must be (B, N>=2, 3, P, P) HR patches, got {tuple(hr.shape)}")
+    def _degrade(self, hr):
+        "LR of a batch (B, N, 3, P, P), or of a multi-crop list of such batches sharing each image's degradation."
+        g = seeded_generator(self.cfg.seed, self.step, device=self.device.type)
+        if isinstance(hr, torch.Tensor): return [self.degradation(hr, generator=g)[0]]
+        first, params = self.degradation(hr[0], generator=g)
+        return [first] + [self.degradation(x, generator=g, params=params)[0] for x in hr[1:]]
+
+    def train_step(self, hr) -> dict:
+        """One optimisation step on a batch of HR patches (B, N>=2, 3, P, P), or a multi-crop list of (B, N_i, 3, P_i, P_i)
+        batches (one per crop size); the first patch is the query, all others its positives. Returns the step's losses."""
+        sizes = list(hr) if isinstance(hr, (list, tuple)) else [hr]
+        if any(x.ndim != 5 for x in sizes) or sum(x.shape[1] for x in sizes) < 2:
+            raise ValueError(f"Trainer: a batch must be (B, N>=2, 3, P, P) HR patches or a list of (B, N_i, 3, P_i, P_i), "
+                             f"got {[tuple(x.shape) for x in sizes]}")
         phase, _ = phase_and_lr(self.cfg, self.epoch)
-        hr = hr.to(self.device, non_blocking=True)
+        sizes = [x.to(self.device, non_blocking=True) for x in sizes]
         with torch.no_grad():
-            lr, _ = self.degradation(hr, generator=seeded_generator(self.cfg.seed, self.step, device=self.device.type))
+            lrs = self._degrade(sizes if isinstance(hr, (list, tuple)) else sizes[0])
+        hr = sizes[0]
         self.model.train()
         with self._autocast():
-            query, keys = lr[:, 0], (lr[:, 1] if lr.shape[1] == 2 else lr[:, 1:])   # N-1 positives per image
+            query = lrs[0][:, 0]
+            rest = [x for x in [lrs[0][:, 1:], *lrs[1:]] if x.shape[1] > 0]   # positives, one tensor per crop size
+            if len(rest) > 1: keys = rest                      # multi-crop: a list, one tensor per crop size
+            elif rest[0].shape[1] == 1: keys = rest[0][:, 0]   # one positive (B, 3, h, w): DASR's setting
+            else: keys = rest[0]                               # several positives of one size (B, P, 3, h, w)
             if phase == 'encoder':
                 _, logits, labels = self.model.encoder(query, keys)
                 loss_sr = torch.zeros((), device=self.device)

@@ -178,3 +178,22 @@ def test_trainer_passes_all_positives(tmp_path):
                 data, cfg, tmp_path, degradation=DASRDegradation(scale=2, sigma=1.0))
     t.fit()
     assert int(t.model.encoder.queue.ptr) == (4 * 2 * 3) % 8   # 4 steps x 2 images x 3 positives, counted as samples
+
+
+def test_trainer_multi_crop_sizes_reach_the_encoder(tmp_path, monkeypatch):
+    "Multi-crop: 2 crops of 16 + 3 of 12 (HR 32/24 at x2) per image; each size gets its own key-encoder forward."
+    from blindsr.data import HRImageFolder
+    from blindsr.degradations import DASRDegradation
+    from blindsr.train import TrainConfig, Trainer
+    imgs = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    data = HRImageFolder(images=imgs, patch_size=[(32, 2), (24, 3)])
+    cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
+    t = Trainer('blindsr', dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8), data, cfg, tmp_path,
+                degradation=DASRDegradation(scale=2, sigma=(0.5, 2.0)))
+    seen = []
+    enc_k = t.model.encoder.encoder_k
+    orig = enc_k.forward
+    monkeypatch.setattr(enc_k, 'forward', lambda x: (seen.append(tuple(x.shape[-2:])), orig(x))[1])
+    t.fit()
+    assert (16, 16) in seen and (12, 12) in seen, seen     # LR crop sizes 32/2 and 24/2
+    assert t.step == 4 and int(t.model.encoder.queue.ptr) == (4 * 2) % 8

@@ -119,7 +119,7 @@ class DASR(nn.Module):
         res = self.body[-1](res) + x
         return self.add_mean(self.tail(res)) / self.rgb_range
 
-# %% ../../nbs/12_dasr.ipynb #c9cca474
+# %% ../../nbs/12_dasr.ipynb #6bbd3451
 class BlindSR(nn.Module):
     """DASR's blind SR model: degradation encoder (in MoCo) + DASR. LR in [0,1] -> SR in [0,1].
     Paper size by default (5 groups x 5 blocks x 64 features, encoder width 64)."""
@@ -162,7 +162,8 @@ class BlindSR(nn.Module):
         if lr_key is None:
             raise ValueError("BlindSR: in training mode the model needs (lr_query, lr_key), two patches with the same "
                              "degradation; call model.eval() to super-resolve")
-        self._check(lr_key if lr_key.ndim == 4 else lr_key.flatten(0, 1), 'lr_key')   # (B,3,h,w) or (B,P,3,h,w)
+        for key in (lr_key if isinstance(lr_key, (list, tuple)) else [lr_key]):   # (B,3,h,w), (B,P,3,h,w) or a list
+            self._check(key if key.ndim == 4 else key.flatten(0, 1), 'lr_key')
         fea, logits, labels = self.encoder(lr, lr_key)
         return self.sr_net(lr, fea), logits, labels
 

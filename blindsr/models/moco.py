@@ -59,7 +59,7 @@ def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.
     logits = torch.cat([pos, neg], dim=1) / temperature
     return logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
 
-# %% ../../nbs/11a_moco.ipynb #ce216c29
+# %% ../../nbs/11a_moco.ipynb #40d212b9
 class MoCo(nn.Module):
     "Momentum contrast around an encoder returning `(fea, proj)`; defaults are DASR's (dim 256, K 8192, m 0.999, T 0.07)."
     def __init__(self, encoder_factory: Callable[[], nn.Module], dim: int = 256, K: int = 8192, m: float = 0.999,
@@ -120,12 +120,18 @@ class MoCo(nn.Module):
         return fea, logits, labels
 
     @torch.no_grad()
-    def keys(self, im_k: Tensor) -> Tensor:
-        """Normalised keys of `im_k`: (B, C, h, w) -> (B, dim); with P positives per image, (B, P, C, h, w) -> their
-        normalised mean (B, dim) if `positives='average'` (the cluster centre), or all of them (B*P, dim) if 'samples'."""
-        if im_k.ndim == 4: return F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
-        if im_k.ndim != 5: raise ValueError(f"MoCo: keys must be (B,C,h,w) or (B,P,C,h,w), got shape {tuple(im_k.shape)}")
-        B, P = im_k.shape[:2]
-        k = F.normalize(self._encode(self.encoder_k, im_k.flatten(0, 1), shuffled=True)[1], dim=1)
-        if self.positives == 'samples': return k
-        return F.normalize(k.view(B, P, -1).mean(1), dim=1)
+    def keys(self, im_k) -> Tensor:
+        """Normalised keys of `im_k`: (B, C, h, w) -> (B, dim). With P positives per image, (B, P, C, h, w), or a list of
+        such tensors of different crop sizes (multi-crop, one encoder forward per size): their normalised mean (B, dim)
+        if `positives='average'` (the cluster centre), or all of them (B*P, dim), image-major, if 'samples'."""
+        if isinstance(im_k, Tensor) and im_k.ndim == 4:
+            return F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
+        sizes = list(im_k) if isinstance(im_k, (list, tuple)) else [im_k]
+        for x in sizes:
+            if not isinstance(x, Tensor) or x.ndim != 5:
+                raise ValueError("MoCo: keys must be (B,C,h,w), (B,P,C,h,w) or a list of (B,P_i,C,h_i,w_i), got "
+                                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        k = torch.cat([F.normalize(self._encode(self.encoder_k, x.flatten(0, 1), shuffled=True)[1], dim=1)
+                       .view(x.shape[0], x.shape[1], -1) for x in sizes], dim=1)          # (B, P, dim)
+        if self.positives == 'samples': return k.flatten(0, 1)
+        return F.normalize(k.mean(1), dim=1)
