@@ -164,3 +164,19 @@ def test_paper_sizes_from_registry():
     up = 64 * 256 * 9 + 256
     assert counts['dasr_x2'] == 4_690_523 - up
     assert counts['dasr_x3'] == 4_690_523 - 2 * up + 64 * 576 * 9 + 576
+
+
+def test_cross_attention_fusion_blindsr():
+    "fusion='xattn' replaces every DA conv by cross-attention whose query is the representation; it trains end to end."
+    from blindsr.models import create_model
+    from blindsr.models.dasr import DACrossAttention
+    m = create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=2, width=8, K=8, fusion='xattn')
+    fusions = [mod for mod in m.modules() if isinstance(mod, DACrossAttention)]
+    assert len(fusions) == 4 and not any(type(mod).__name__ == 'DAConv' for mod in m.modules())
+    sr, logits, labels = m.train()(torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12))
+    assert sr.shape == (2, 3, 24, 24)
+    (sr.mean() + torch.nn.functional.cross_entropy(logits, labels)).backward()
+    assert all(f.to_q.weight.grad is not None and f.to_q.weight.grad.abs().sum() > 0 for f in fusions)
+    assert m.encoder.encoder_q.features[0].weight.grad is not None      # the SR loss reaches the encoder through the queries
+    with pytest.raises(ValueError, match="fusion must be 'da' or 'xattn'"):
+        create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=1, width=8, K=8, fusion='film')

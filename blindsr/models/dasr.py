@@ -20,8 +20,8 @@ from .layers import DIV2K_RGB_MEAN, MeanShift, Upsampler, default_conv
 from .moco import MoCo
 
 # %% auto #0
-__all__ = ['DAChannelModulation', 'DAConv', 'DABlock', 'DAGroup', 'DASR', 'BlindSR', 'build_blindsr', 'dasr_x2', 'dasr_x3',
-           'dasr_x4', 'load_official_dasr']
+__all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DABlock', 'DAGroup', 'DASR', 'BlindSR', 'build_blindsr',
+           'dasr_x2', 'dasr_x3', 'dasr_x4', 'load_official_dasr']
 
 # %% ../../nbs/12_dasr.ipynb #385fbd28
 class DAChannelModulation(nn.Module):
@@ -59,13 +59,45 @@ class DAConv(nn.Module):
         out = self.conv(F.leaky_relu(out, 0.1).reshape(b, c, h, w))
         return out + self.ca(x, rep)
 
-# %% ../../nbs/12_dasr.ipynb #2c858422
+# %% ../../nbs/12_dasr.ipynb #783835a1
+class DACrossAttention(nn.Module):
+    "Cross-attention fusion: the representation is the query, the pixels of `x` keys and values; output = 1x1 conv(x) + x * gate."
+    def __init__(self, channels: int = 64, rep_dim: int = 64, heads: int = 4):
+        super().__init__()
+        if channels % heads: raise ValueError(f"DACrossAttention: channels ({channels}) must be a multiple of heads ({heads})")
+        self.heads, self.head_dim = heads, channels // heads
+        self.to_q = nn.Linear(rep_dim, channels, bias=False)             # the query comes from the representation only
+        self.to_kv = nn.Conv2d(channels, 2 * channels, 1, bias=False)    # keys and values from the LR features
+        self.proj = nn.Linear(channels, channels)
+        self.conv = default_conv(channels, channels, 1)
+
+    def _qkv(self, x: Tensor, rep: Tensor):
+        B, C, H, W = x.shape
+        q = self.to_q(rep).view(B, self.heads, 1, self.head_dim)
+        k, v = self.to_kv(x).view(B, 2, self.heads, self.head_dim, H * W).transpose(-1, -2).unbind(1)  # (B, heads, HW, d)
+        return q, k, v
+
+    def attention(self, x: Tensor, rep: Tensor) -> Tensor:
+        "Attention weights (B, heads, H, W) of each head's query over the pixels."
+        q, k, _ = self._qkv(x, rep)
+        w = (q @ k.transpose(-1, -2) / self.head_dim ** 0.5).softmax(-1)
+        return w.view(x.shape[0], self.heads, *x.shape[-2:])
+
+    def forward(self, x: Tensor, rep: Tensor) -> Tensor:
+        q, k, v = self._qkv(x, rep)
+        attended = F.scaled_dot_product_attention(q, k, v).reshape(x.shape[0], -1)   # (B, C)
+        return self.conv(x) + x * torch.sigmoid(self.proj(attended))[:, :, None, None]
+
+# %% ../../nbs/12_dasr.ipynb #988cfb76
 class DABlock(nn.Module):
     "DA block: DA conv, LReLU, conv, LReLU, DA conv, LReLU, conv, plus the input."
-    def __init__(self, n_feats: int = 64, rep_dim: int = 64, kernel_size: int = 3, reduction: int = 8, conv=default_conv):
+    def __init__(self, n_feats: int = 64, rep_dim: int = 64, kernel_size: int = 3, reduction: int = 8, conv=default_conv,
+                 fusion: str = 'da'):
         super().__init__()
-        self.da_conv1 = DAConv(n_feats, rep_dim, kernel_size, reduction)
-        self.da_conv2 = DAConv(n_feats, rep_dim, kernel_size, reduction)
+        if fusion not in ('da', 'xattn'): raise ValueError(f"DABlock: fusion must be 'da' or 'xattn', got {fusion!r}")
+        fuse = (lambda: DAConv(n_feats, rep_dim, kernel_size, reduction)) if fusion == 'da' else \
+               (lambda: DACrossAttention(n_feats, rep_dim))
+        self.da_conv1, self.da_conv2 = fuse(), fuse()
         self.conv1 = conv(n_feats, n_feats, kernel_size)
         self.conv2 = conv(n_feats, n_feats, kernel_size)
 
@@ -78,9 +110,9 @@ class DABlock(nn.Module):
 class DAGroup(nn.Module):
     "`n_blocks` DA blocks and a convolution, with a residual connection around them."
     def __init__(self, n_feats: int = 64, rep_dim: int = 64, kernel_size: int = 3, reduction: int = 8,
-                 n_blocks: int = 5, conv=default_conv):
+                 n_blocks: int = 5, conv=default_conv, fusion: str = 'da'):
         super().__init__()
-        self.body = nn.ModuleList([DABlock(n_feats, rep_dim, kernel_size, reduction, conv) for _ in range(n_blocks)]
+        self.body = nn.ModuleList([DABlock(n_feats, rep_dim, kernel_size, reduction, conv, fusion) for _ in range(n_blocks)]
                                   + [conv(n_feats, n_feats, kernel_size)])
 
     def forward(self, x: Tensor, rep: Tensor) -> Tensor:
@@ -94,7 +126,7 @@ class DASR(nn.Module):
     img_range = 1.0
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, kernel_size: int = 3,
                  reduction: int = 8, rep_dim: int = 64, fea_dim: int = 256, n_colors: int = 3, rgb_range: float = 255.,
-                 rgb_mean=DIV2K_RGB_MEAN, conv=default_conv):
+                 rgb_mean=DIV2K_RGB_MEAN, conv=default_conv, fusion: str = 'da'):
         super().__init__()
         for nm, v in dict(n_feats=n_feats, n_groups=n_groups, n_blocks=n_blocks, rep_dim=rep_dim, fea_dim=fea_dim).items():
             if not isinstance(v, int) or v < 1: raise ValueError(f"DASR: {nm} must be a positive int, got {v!r}")
@@ -103,7 +135,8 @@ class DASR(nn.Module):
         self.add_mean = MeanShift(rgb_range, rgb_mean, sign=1)
         self.head = nn.Sequential(conv(n_colors, n_feats, kernel_size))
         self.compress = nn.Sequential(nn.Linear(fea_dim, rep_dim, bias=False), nn.LeakyReLU(0.1, inplace=True))
-        self.body = nn.ModuleList([DAGroup(n_feats, rep_dim, kernel_size, reduction, n_blocks, conv) for _ in range(n_groups)]
+        self.body = nn.ModuleList([DAGroup(n_feats, rep_dim, kernel_size, reduction, n_blocks, conv, fusion)
+                                   for _ in range(n_groups)]
                                   + [conv(n_feats, n_feats, kernel_size)])
         self.tail = nn.Sequential(Upsampler(scale, n_feats, conv), conv(n_feats, n_colors, kernel_size))
 
@@ -119,7 +152,7 @@ class DASR(nn.Module):
         res = self.body[-1](res) + x
         return self.add_mean(self.tail(res)) / self.rgb_range
 
-# %% ../../nbs/12_dasr.ipynb #6bbd3451
+# %% ../../nbs/12_dasr.ipynb #f5ed0e03
 class BlindSR(nn.Module):
     """DASR's blind SR model: degradation encoder (in MoCo) + DASR. LR in [0,1] -> SR in [0,1].
     Paper size by default (5 groups x 5 blocks x 64 features, encoder width 64)."""
@@ -127,7 +160,8 @@ class BlindSR(nn.Module):
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, reduction: int = 8,
                  kernel_size: int = 3, rep_dim: int = 64, width: int = 64, K: int = 8192, m: float = 0.999,
                  T: float = 0.07, rgb_range: float = 255., encoder: nn.Module | None = None, fea_dim: int | None = None,
-                 generator: torch.Generator | None = None, bn_groups: int = 1, positives: str = 'average'):
+                 generator: torch.Generator | None = None, bn_groups: int = 1, positives: str = 'average',
+                 fusion: str = 'da'):
         super().__init__()
         if encoder is None:
             encoder = MoCo(functools.partial(DegradationEncoder, width=width, rgb_range=rgb_range), dim=4 * width,
@@ -138,7 +172,8 @@ class BlindSR(nn.Module):
             fea_dim = getattr(getattr(encoder, 'encoder_q', None), 'fea_dim', None)
             if fea_dim is None: raise ValueError("BlindSR: pass fea_dim, the size of the custom encoder's representation")
         self.encoder = encoder
-        self.sr_net = DASR(scale, n_feats, n_groups, n_blocks, kernel_size, reduction, rep_dim, fea_dim, rgb_range=rgb_range)
+        self.sr_net = DASR(scale, n_feats, n_groups, n_blocks, kernel_size, reduction, rep_dim, fea_dim, rgb_range=rgb_range,
+                           fusion=fusion)
         self.scale, self.rgb_range = scale, rgb_range
 
     @staticmethod
