@@ -86,9 +86,9 @@ def test_train_dasr_rejects_bad_parameters_at_the_start(tmp_path, name, value, m
 
 
 def test_train_dasr_multi_crop_and_positives(tmp_path):
-    "The seed-000 switches reach the run: 3 averaged positives, multi-crop with two crop sizes, cross-attention fusion."
+    "The seed-000 switches reach the run: 3 averaged positives, multi-crop with two crop sizes, cross-attention fusion, a timm encoder."
     for name, extra in [('pos', dict(n_pos=3, positives='average')), ('crop', dict(multi_crop=[[12, 1], [8, 2]])),
-                        ('xattn', dict(fusion='xattn'))]:
+                        ('xattn', dict(fusion='xattn')), ('resnet', dict(encoder_arch='resnet18', encoder_stage=1))]:
         run = tmp_path / name
         run_experiment('train_dasr', tmp_path, out_dir=str(run), **{**TINY_DASR, **extra})
         params = json.loads((run / 'parameters.json').read_text())

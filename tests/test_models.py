@@ -180,3 +180,19 @@ def test_cross_attention_fusion_blindsr():
     assert m.encoder.encoder_q.features[0].weight.grad is not None      # the SR loss reaches the encoder through the queries
     with pytest.raises(ValueError, match="fusion must be 'da' or 'xattn'"):
         create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=1, width=8, K=8, fusion='film')
+
+
+def test_timm_encoder_in_blindsr_trains_and_saves():
+    "encoder_arch picks a timm backbone (here resnet18, stage 2: 128-d); MoCo, the SR net and the state dict follow."
+    from blindsr.models import create_model
+    m = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18', encoder_stage=2)
+    assert m.representation(torch.rand(2, 3, 24, 24)).shape == (2, 128)
+    sr, logits, labels = m.train()(torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24))
+    assert sr.shape == (2, 3, 48, 48) and logits.shape == (2, 9)
+    (sr.mean() + F.cross_entropy(logits, labels)).backward()
+    assert m.encoder.encoder_q.backbone.conv1.weight.grad is not None
+    assert all(p.grad is None for p in m.encoder.encoder_k.parameters())
+    again = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18')
+    again.load_state_dict(m.state_dict())
+    with pytest.raises(ValueError, match="cannot build 'resnet18' with stage 9"):
+        create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18', encoder_stage=9)

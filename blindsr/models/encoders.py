@@ -12,7 +12,7 @@ from torch import Tensor
 from . import register_model
 
 # %% auto #0
-__all__ = ['DegradationEncoder', 'dasr_encoder']
+__all__ = ['DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder']
 
 # %% ../../nbs/11_encoders.ipynb #58f843cd
 def _conv_bn_act(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
@@ -43,3 +43,42 @@ class DegradationEncoder(nn.Module):
 def dasr_encoder(width: int = 64, **kwargs) -> DegradationEncoder:
     "DASR's degradation encoder (paper size at `width=64`: 1,278,784 parameters, 256-d representation)."
     return DegradationEncoder(width=width, **kwargs)
+
+# %% ../../nbs/11_encoders.ipynb #60729d26
+class TimmDegradationEncoder(nn.Module):
+    """A timm backbone (`arch`, features of stage `stage`) + global pooling + MLP head; `forward(x)` with `x` (B,3,H,W)
+    in [0,1] returns `(fea, proj)`. `weights`: an optional state-dict file for the backbone (loaded with weights_only)."""
+    def __init__(self, arch: str = 'resnet50', stage: int = 2, proj_dim: int = 256, weights=None, in_chans: int = 3):
+        super().__init__()
+        import blindsr.core  # noqa: F401  (repairs torchvision on CPU-only torch before timm imports it)
+        import timm
+        try: self.backbone = timm.create_model(arch, pretrained=False, features_only=True, out_indices=(stage,), in_chans=in_chans)
+        except (RuntimeError, IndexError, ValueError) as e:
+            raise ValueError(f"TimmDegradationEncoder: cannot build {arch!r} with stage {stage}: {e}") from None
+        if weights is not None: self._load(weights)
+        cfg = getattr(self.backbone, 'pretrained_cfg', {}) or {}
+        self.register_buffer('mean', torch.tensor(cfg.get('mean', (0.485, 0.456, 0.406))[:in_chans]).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(cfg.get('std', (0.229, 0.224, 0.225))[:in_chans]).view(1, -1, 1, 1), persistent=False)
+        self.fea_dim, self.in_chans = self.backbone.feature_info.channels()[0], in_chans
+        self.mlp = nn.Sequential(nn.Linear(self.fea_dim, proj_dim), nn.LeakyReLU(0.1, inplace=True), nn.Linear(proj_dim, proj_dim))
+
+    def _load(self, path):
+        from pathlib import Path
+        path = Path(path)
+        if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
+        try: state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e: raise ValueError(f"{path}: not a readable state dict ({type(e).__name__})") from None
+        state = state.get('state_dict', state) if isinstance(state, dict) else state
+        missing, _ = self.backbone.load_state_dict(state, strict=False)   # a classifier's head keys are simply unused
+        if missing: raise ValueError(f"{path}: {len(missing)} backbone weights missing, e.g. {missing[:3]}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"TimmDegradationEncoder: x must be (B,{self.in_chans},H,W), got shape {tuple(x.shape)}")
+        fea = self.backbone((x - self.mean) / self.std)[0].mean((2, 3))
+        return fea, self.mlp(fea)
+
+@register_model
+def timm_encoder(arch: str = 'resnet50', stage: int = 2, **kwargs) -> TimmDegradationEncoder:
+    "A timm backbone as degradation encoder (ResNet-50 stage 2 by default: 512-d representation)."
+    return TimmDegradationEncoder(arch=arch, stage=stage, **kwargs)
