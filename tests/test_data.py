@@ -2,7 +2,6 @@
 and epochs, what a patch is made of, multi-crop, the embedded set, and benchmark LR images and their cache."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest

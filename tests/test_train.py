@@ -1,5 +1,4 @@
 """The trainer end to end: exact resume after a hard kill, checkpoint faults, precision and EMA options."""
-import os
 import signal
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from blindsr.train import (CheckpointError, TrainConfig, Trainer, load_checkpoint, load_inference_model,
+from blindsr.train import (CheckpointError, load_checkpoint, load_inference_model,
                            read_training_log, save_checkpoint)
 
 SETUP = textwrap.dedent("""
@@ -33,7 +32,7 @@ SETUP = textwrap.dedent("""
         model = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8)
         return Trainer('blindsr', model, data, TrainConfig(**cfg), out_dir, degradation=deg, val_pairs=val, log_every=1)
 """)
-exec(SETUP)
+exec(SETUP)   # the same setup runs here and in the subprocess that is killed (defines make_trainer)
 
 
 def _same_state(a: dict, b: dict):
