@@ -12,7 +12,8 @@ from torch import Tensor
 from . import register_model
 
 # %% auto #0
-__all__ = ['DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder']
+__all__ = ['DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder', 'SpatialDegradationEncoder',
+           'spatial_encoder']
 
 # %% ../../nbs/11_encoders.ipynb #58f843cd
 def _conv_bn_act(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
@@ -82,3 +83,28 @@ class TimmDegradationEncoder(nn.Module):
 def timm_encoder(arch: str = 'resnet50', stage: int = 2, **kwargs) -> TimmDegradationEncoder:
     "A timm backbone as degradation encoder (ResNet-50 stage 2 by default: 512-d representation)."
     return TimmDegradationEncoder(arch=arch, stage=stage, **kwargs)
+
+# %% ../../nbs/11_encoders.ipynb #18b5dbc6
+class SpatialDegradationEncoder(nn.Module):
+    """DASR's encoder without downsampling: `forward(x)` returns `(fea, proj)` with the representation map `fea`
+    (B, 4*width, h, w) and the MLP projection (B, 4*width) of its global average."""
+    spatial = True
+    def __init__(self, width: int = 64, in_chans: int = 3, rgb_range: float = 255.):
+        super().__init__()
+        if width < 1: raise ValueError(f"SpatialDegradationEncoder: width must be a positive int, got {width!r}")
+        w = width
+        self.features = nn.Sequential(*_conv_bn_act(in_chans, w), *_conv_bn_act(w, w), *_conv_bn_act(w, 2 * w),
+                                      *_conv_bn_act(2 * w, 2 * w), *_conv_bn_act(2 * w, 4 * w), *_conv_bn_act(4 * w, 4 * w))
+        self.mlp = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4 * w, 4 * w))
+        self.fea_dim, self.in_chans, self.rgb_range = 4 * w, in_chans, rgb_range
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"SpatialDegradationEncoder: x must be (B,{self.in_chans},H,W), got shape {tuple(x.shape)}")
+        fea = self.features(x * self.rgb_range)
+        return fea, self.mlp(fea.mean((2, 3)))
+
+@register_model
+def spatial_encoder(width: int = 64, **kwargs) -> SpatialDegradationEncoder:
+    "A degradation encoder without downsampling whose representation is a (4*width)-channel map at the input's resolution."
+    return SpatialDegradationEncoder(width=width, **kwargs)

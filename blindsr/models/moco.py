@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MoCoQueue', 'info_nce_logits', 'MoCo']
+__all__ = ['MoCoQueue', 'info_nce_logits', 'info_nce_loss', 'contrastive_accuracy', 'MomentumEncoder', 'MoCo']
 
 # %% ../../nbs/11a_moco.ipynb #2c589b88
 class MoCoQueue(nn.Module):
@@ -59,25 +59,46 @@ def info_nce_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.
     logits = torch.cat([pos, neg], dim=1) / temperature
     return logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
 
-# %% ../../nbs/11a_moco.ipynb #40d212b9
-class MoCo(nn.Module):
-    "Momentum contrast around an encoder returning `(fea, proj)`; defaults are DASR's (dim 256, K 8192, m 0.999, T 0.07)."
-    def __init__(self, encoder_factory: Callable[[], nn.Module], dim: int = 256, K: int = 8192, m: float = 0.999,
-                 T: float = 0.07, generator: torch.Generator | None = None, bn_groups: int = 1,
+# %% ../../nbs/11a_moco.ipynb #0acf5f69
+def info_nce_loss(logits: Tensor, labels: Tensor | None = None) -> Tensor:
+    """InfoNCE: cross-entropy of (B, 1+K) logits with the positives at `labels` (B,) (default: column 0); with a boolean
+    mask `labels` (B, 1+K) of several positives per row, the supervised-contrastive mean over the positive columns."""
+    if logits.ndim != 2: raise ValueError(f"info_nce_loss: logits must be (B, 1+K), got shape {tuple(logits.shape)}")
+    if labels is None: labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    if labels.ndim == 1: return F.cross_entropy(logits, labels)
+    if labels.shape != logits.shape or labels.dtype != torch.bool:
+        raise ValueError(f"info_nce_loss: a label mask must be bool of the logits' shape {tuple(logits.shape)}, got "
+                         f"{labels.dtype} {tuple(labels.shape)}")
+    if not labels.any(1).all(): raise ValueError("info_nce_loss: every row of the label mask needs a positive")
+    logp = F.log_softmax(logits, dim=1)
+    return -((logp * labels).sum(1) / labels.sum(1)).mean()
+
+@torch.no_grad()
+def contrastive_accuracy(logits: Tensor, labels: Tensor | None = None, k: int = 1) -> Tensor:
+    "Fraction of rows whose `k` highest logits include a positive (`labels`: (B,) indices or a (B, 1+K) bool mask)."
+    if logits.ndim != 2: raise ValueError(f"contrastive_accuracy: logits must be (B, 1+K), got shape {tuple(logits.shape)}")
+    if not 1 <= k <= logits.shape[1]: raise ValueError(f"contrastive_accuracy: k must be in 1..{logits.shape[1]}, got {k}")
+    if labels is None: labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    top = logits.topk(k, dim=1).indices
+    if labels.ndim == 2: return labels.gather(1, top).any(dim=1).float().mean()
+    return (top == labels[:, None]).any(dim=1).float().mean()
+
+# %% ../../nbs/11a_moco.ipynb #b63049d8
+class MomentumEncoder(nn.Module):
+    """A trained encoder `encoder_q` (returning `(fea, proj)`) and its momentum copy `encoder_k` (no gradients).
+    `positives`: how several key views of one image are used, 'average' (one cluster-centre key) or 'samples'."""
+    def __init__(self, encoder_factory: Callable[[], nn.Module], m: float = 0.999, bn_groups: int = 1,
                  positives: str = 'average'):
         super().__init__()
         if positives not in ('average', 'samples'):
-            raise ValueError(f"MoCo: positives must be 'average' or 'samples', got {positives!r}")
-        self.positives = positives
-        if not 0 <= m <= 1: raise ValueError(f"MoCo: momentum m must be in [0, 1], got {m!r}")
-        if not (isinstance(bn_groups, int) and bn_groups >= 1): raise ValueError(f"MoCo: bn_groups must be an int >= 1, got {bn_groups!r}")
-        self.bn_groups = bn_groups
-        if not T > 0: raise ValueError(f"MoCo: temperature T must be positive, got {T!r}")
+            raise ValueError(f"{type(self).__name__}: positives must be 'average' or 'samples', got {positives!r}")
+        if not 0 <= m <= 1: raise ValueError(f"{type(self).__name__}: momentum m must be in [0, 1], got {m!r}")
+        if not (isinstance(bn_groups, int) and bn_groups >= 1):
+            raise ValueError(f"{type(self).__name__}: bn_groups must be an int >= 1, got {bn_groups!r}")
+        self.positives, self.m, self.bn_groups = positives, m, bn_groups
         self.encoder_q = encoder_factory()
         self.encoder_k = copy.deepcopy(self.encoder_q)  # starts equal to the query encoder
         self.encoder_k.requires_grad_(False)
-        self.queue = MoCoQueue(dim, K, generator=generator)
-        self.m, self.T = m, T
 
     def _encode(self, encoder: nn.Module, x: Tensor, shuffled: bool):
         "Encode in `bn_groups` sub-batches: queries in contiguous chunks, keys in strided ones (see the text below)."
@@ -85,53 +106,92 @@ class MoCo(nn.Module):
         if g == 1: return encoder(x)
         B = x.shape[0]
         if B % g or B // g < 2:
-            raise ValueError(f"MoCo: batch size {B} must be a multiple of bn_groups={g} with at least 2 images per group")
+            raise ValueError(f"{type(self).__name__}: batch size {B} must be a multiple of bn_groups={g} with at least 2 images per group")
         idx = torch.arange(B, device=x.device)
         order = idx.view(B // g, g).t().reshape(-1) if shuffled else idx   # keys: 0, g, 2g, ... then 1, g+1, ...
         outs = [encoder(c) for c in x[order].chunk(g)]
         inverse = order.argsort()
         return tuple(torch.cat(parts)[inverse] for parts in zip(*outs))
 
+    def embed(self, encoder: nn.Module, views, shuffled: bool, head: Callable | None = None) -> tuple[Tensor, Tensor]:
+        """`(fea, z)`: the representation of each image's first view, and the normalised projections (B, P_total, dim)
+        of all views (`head`, e.g. BYOL's predictor, is applied to the projections first)."""
+        sizes = [views] if isinstance(views, Tensor) else list(views)
+        fea0, zs = None, []
+        for x in sizes:
+            if not isinstance(x, Tensor) or x.ndim not in (4, 5) or (len(sizes) > 1 and x.ndim != 5):
+                raise ValueError(f"{type(self).__name__}: views must be (B,C,h,w), (B,P,C,h,w) or a list of (B,P_i,C,h_i,w_i), "
+                                 f"got {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+            x5 = x[:, None] if x.ndim == 4 else x
+            fea, proj = self._encode(encoder, x5.flatten(0, 1), shuffled)
+            if head is not None: proj = head(proj)
+            zs.append(F.normalize(proj, dim=1).unflatten(0, x5.shape[:2]))
+            if fea0 is None: fea0 = fea.unflatten(0, x5.shape[:2])[:, 0]
+        return fea0, torch.cat(zs, dim=1)
+
+    def pool(self, z: Tensor) -> Tensor:
+        "(B, P, dim) normalised projections -> their normalised mean (B, dim) ('average') or all of them (B*P, dim) ('samples')."
+        return F.normalize(z.mean(1), dim=1) if self.positives == 'average' else z.flatten(0, 1)
+
     @torch.no_grad()
     def momentum_update(self):
         "theta_k <- m * theta_k + (1 - m) * theta_q for every parameter (buffers are not touched)."
         pq, pk = list(self.encoder_q.parameters()), list(self.encoder_k.parameters())
-        if len(pq) != len(pk): raise RuntimeError("MoCo: query and key encoders have different parameter lists")
+        if len(pq) != len(pk): raise RuntimeError(f"{type(self).__name__}: the two encoders have different parameter lists")
         torch._foreach_lerp_(pk, pq, 1. - self.m)  # pk + (1-m) (pq - pk), one fused kernel per dtype
 
-    def forward(self, im_q: Tensor, im_k: Tensor | None = None):
-        if not self.training:
-            return self.encoder_q(im_q)[0]
+    @torch.no_grad()
+    def keys(self, im_k) -> Tensor:
+        """Normalised keys of `im_k`: (B, C, h, w) -> (B, dim). With P positives per image, (B, P, C, h, w), or a list of
+        such tensors of different crop sizes (multi-crop): their normalised mean (B, dim) if `positives='average'`
+        (the cluster centre), or all of them (B*P, dim), image-major, if 'samples'."""
+        return self.pool(self.embed(self.encoder_k, im_k, shuffled=True)[1])
+
+    def query(self, im_q) -> tuple[Tensor, Tensor]:
+        """`(fea, q)` of the query view(s): (B,C,h,w), or (B,P,C,h,w) for positives on the query side, whose normalised
+        projections are averaged into one query (the representation `fea` is that of the first view)."""
+        fea, z = self.embed(self.encoder_q, im_q, shuffled=False)
+        return fea, F.normalize(z.mean(1), dim=1)
+
+    def forward_eval(self, im_q: Tensor) -> Tensor: return self.encoder_q(im_q)[0]
+
+# %% ../../nbs/11a_moco.ipynb #d3a7613f
+class MoCo(MomentumEncoder):
+    "Momentum contrast around an encoder returning `(fea, proj)`; defaults are DASR's (dim 256, K 8192, m 0.999, T 0.07)."
+    def __init__(self, encoder_factory: Callable[[], nn.Module], dim: int = 256, K: int = 8192, m: float = 0.999,
+                 T: float = 0.07, generator: torch.Generator | None = None, bn_groups: int = 1,
+                 positives: str = 'average', objective: str = 'infonce'):
+        super().__init__(encoder_factory, m=m, bn_groups=bn_groups, positives=positives)
+        if objective not in ('infonce', 'supcon'): raise ValueError(f"MoCo: objective must be 'infonce' or 'supcon', got {objective!r}")
+        if not T > 0: raise ValueError(f"MoCo: temperature T must be positive, got {T!r}")
+        self.queue = MoCoQueue(dim, K, generator=generator)
+        self.T, self.objective = T, objective
+
+    def forward(self, im_q, im_k=None):
+        if not self.training: return self.forward_eval(im_q)
         if im_k is None:
             raise ValueError("MoCo: in training mode forward needs (im_q, im_k), two views that share a degradation; "
                              "call .eval() to get representations")
-        fea, q = self._encode(self.encoder_q, im_q, shuffled=False)
-        q = F.normalize(q, dim=1)
+        fea, q = self.query(im_q)
         if q.shape[1] != self.queue.dim:
             raise ValueError(f"MoCo: the encoder's projection has {q.shape[1]} dims but the queue holds {self.queue.dim}; "
                              f"pass dim={q.shape[1]}")
         with torch.no_grad():
             self.momentum_update()
-            k = self.keys(im_k)
-        if self.positives == 'samples' and k.shape[0] != q.shape[0]:   # each positive its own (query, key) pair
-            q = q.repeat_interleave(k.shape[0] // q.shape[0], dim=0)
-        logits, labels = info_nce_logits(q, k, self.queue.keys.clone(), self.T)  # clone: enqueue writes in place
+            z = self.embed(self.encoder_k, im_k, shuffled=True)[1]           # (B, P, dim)
+        negatives = self.queue.keys.clone()                                   # clone: enqueue writes in place
+        if self.objective == 'supcon':   # every positive its own column; all P columns are labelled positive
+            pos = torch.einsum('bd,bpd->bp', q, z)
+            logits = torch.cat([pos, q @ negatives.t()], dim=1) / self.T
+            labels = torch.zeros_like(logits, dtype=torch.bool); labels[:, :z.shape[1]] = True
+            self.queue.enqueue(z.flatten(0, 1))
+            return fea, logits, labels
+        k = self.pool(z)
+        if k.shape[0] != q.shape[0]: q = q.repeat_interleave(k.shape[0] // q.shape[0], dim=0)   # 'samples'
+        logits, labels = info_nce_logits(q, k, negatives, self.T)
         self.queue.enqueue(k)
         return fea, logits, labels
 
-    @torch.no_grad()
-    def keys(self, im_k) -> Tensor:
-        """Normalised keys of `im_k`: (B, C, h, w) -> (B, dim). With P positives per image, (B, P, C, h, w), or a list of
-        such tensors of different crop sizes (multi-crop, one encoder forward per size): their normalised mean (B, dim)
-        if `positives='average'` (the cluster centre), or all of them (B*P, dim), image-major, if 'samples'."""
-        if isinstance(im_k, Tensor) and im_k.ndim == 4:
-            return F.normalize(self._encode(self.encoder_k, im_k, shuffled=True)[1], dim=1)
-        sizes = list(im_k) if isinstance(im_k, (list, tuple)) else [im_k]
-        for x in sizes:
-            if not isinstance(x, Tensor) or x.ndim != 5:
-                raise ValueError("MoCo: keys must be (B,C,h,w), (B,P,C,h,w) or a list of (B,P_i,C,h_i,w_i), got "
-                                 f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        k = torch.cat([F.normalize(self._encode(self.encoder_k, x.flatten(0, 1), shuffled=True)[1], dim=1)
-                       .view(x.shape[0], x.shape[1], -1) for x in sizes], dim=1)          # (B, P, dim)
-        if self.positives == 'samples': return k.flatten(0, 1)
-        return F.normalize(k.mean(1), dim=1)
+    def criterion(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        "`(loss, accuracy)` of what `forward` returned in training mode."
+        return info_nce_loss(logits.float(), labels), contrastive_accuracy(logits.detach(), labels)
