@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install demo test export check-export docs lab bench clean
+.PHONY: install demo ablation test export check-export docs lab bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ demo: install
 	    -p out_dir "$(CURDIR)/$(RUNS)/train_dasr" -p figures_dir "$(CURDIR)/figures" -p progress False
 	@echo "demo: table in $(RUNS)/train_dasr/table.md, figures in figures/, executed notebooks in $(RUNS)/"
 	@cat $(RUNS)/train_dasr/table.md
+
+# The seed-000 ablation: 7 variants of train_dasr x 2 seeds at one budget (about 50 minutes on 2 CPU cores). Finished
+# runs in $(RUNS)/ablation are reused; the report (ablation.md, ablation.png) goes to figures/.
+ablation: install
+	mkdir -p $(RUNS) figures
+	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/ablation.ipynb $(RUNS)/ablation.ipynb \
+	    -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures"
+	@cat figures/ablation.md
 
 test: install
 	$(VENV)/bin/nbdev_test --n_workers 2

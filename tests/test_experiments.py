@@ -78,7 +78,11 @@ def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
 
 @pytest.mark.parametrize('name,value,msg', [('scale', 5, 'parameter scale=5'), ('blur', 'gauss', "parameter blur='gauss'"),
                                             ('lr_joint', -1.0, 'parameter lr_joint=-1.0'),
-                                            ('data_dir', '/no/such/dir', 'parameter data_dir')])
+                                            ('data_dir', '/no/such/dir', 'parameter data_dir'),
+                                            ('objective', 'simclr', "parameter objective='simclr'"),
+                                            ('pos_side', 'middle', "parameter pos_side='middle'"),
+                                            ('degradation', 'jpeg', "parameter degradation='jpeg'"),
+                                            ('fusion', 'film', "parameter fusion='film'")])
 def test_train_dasr_rejects_bad_parameters_at_the_start(tmp_path, name, value, msg):
     with pytest.raises(pm.PapermillExecutionError, match=msg.replace('(', r'\(')):
         run_experiment('train_dasr', tmp_path, out_dir=str(tmp_path / 'run'), **{**TINY_DASR, name: value})
@@ -94,3 +98,41 @@ def test_train_dasr_multi_crop_and_positives(tmp_path):
         params = json.loads((run / 'parameters.json').read_text())
         assert all(params[k] == v for k, v in extra.items())
         assert json.loads((run / 'metrics.json').read_text())['steps'] == 4
+
+
+def test_train_dasr_research_objectives_and_diverse_degradation(tmp_path):
+    "BYOL, SupCon with query-side positives, the spatial encoder + fusion, and DiverseDegradation recorded in the run."
+    for name, extra in [('byol', dict(objective='byol', degradation='diverse')),
+                        ('supcon_query', dict(objective='supcon', n_pos=3, pos_side='query')),
+                        ('spatial', dict(encoder_arch='spatial', fusion='spatial'))]:
+        run = tmp_path / name
+        run_experiment('train_dasr', tmp_path, out_dir=str(run), **{**TINY_DASR, **extra})
+        params = json.loads((run / 'parameters.json').read_text())
+        assert all(params[k] == v for k, v in extra.items())
+        assert json.loads((run / 'metrics.json').read_text())['steps'] == 4
+        deg = json.loads((run / 'degradation.json').read_text())
+        if extra.get('degradation') == 'diverse':
+            assert deg['class'] == 'DiverseDegradation' and len(deg['rounds']) == 2 and deg['rounds'][0]['blur_prob'] == 1.0
+            assert deg['final_jpeg_range'] == [30, 95]
+        else:
+            assert deg['class'] == 'DASRDegradation' and deg['sigma'] == [0.2, 4.0]
+
+
+def test_ablation_grid_report_and_reuse(tmp_path):
+    "A tiny grid: every run lands in its folder, the report has one row per variant, a second execution reuses the runs."
+    budget = {**TINY_DASR, 'tsne': False, 'scale': 4}
+    params = dict(variants={'baseline': {}, 'npos3': {'n_pos': 3}}, seeds=[0, 1], budget=budget,
+                  out_dir=str(tmp_path / 'abl'), report_dir=str(tmp_path / 'report'))
+    out = run_experiment('ablation', tmp_path, **params)
+    for v in ('baseline', 'npos3'):
+        for s in (0, 1):
+            assert (tmp_path / 'abl' / v / f'seed{s}' / 'metrics.json').exists()
+    md = (tmp_path / 'report' / 'ablation.md').read_text()
+    assert '| DASR baseline (1 positive) |' in md and '`{"n_pos": 3}`' in md and json.dumps(budget) in md
+    rows = [l for l in md.splitlines() if l.startswith('| npos3 |') or l.startswith('| baseline |')]
+    assert len(rows) == 4                                                # per-run table: 2 variants x 2 seeds
+    assert (tmp_path / 'report' / 'ablation.png').stat().st_size > 10_000
+    run_experiment('ablation', tmp_path, **params)
+    assert '0.0 min for the runs executed now; 4 were read' in (tmp_path / 'report' / 'ablation.md').read_text()
+    with pytest.raises(pm.PapermillExecutionError, match="may not set"):
+        run_experiment('ablation', tmp_path, **{**params, 'variants': {'bad': {'seed': 3}}})
