@@ -136,3 +136,21 @@ def test_ablation_grid_report_and_reuse(tmp_path):
     assert '4 of them read back from earlier executions' in (tmp_path / 'report' / 'ablation.md').read_text()
     with pytest.raises(pm.PapermillExecutionError, match="may not set"):
         run_experiment('ablation', tmp_path, **{**params, 'variants': {'bad': {'seed': 3}}})
+
+
+def _parameter_names(name):
+    import ast
+    cells = json.loads((EXPERIMENTS / f'{name}.ipynb').read_text())['cells']
+    first = next(c for c in cells if c['cell_type'] == 'code')
+    return {t.id for node in ast.parse(''.join(first['source'])).body for t in getattr(node, 'targets', [])}
+
+
+def test_ablation_extra_names_only_real_parameters():
+    "The second grid's file sets ablation parameters, and its variants set train_dasr parameters (a typo would fail late)."
+    import yaml
+    cfg = yaml.safe_load((EXPERIMENTS / 'ablation_extra.yaml').read_text())
+    assert set(cfg) <= _parameter_names('ablation')
+    train = _parameter_names('train_dasr')
+    for name, over in cfg['variants'].items():
+        assert set(over) <= train, f'{name}: {set(over) - train} are not train_dasr parameters'
+    assert all(a in cfg['variants'] and b in cfg['variants'] for a, b in cfg['comparisons'])
