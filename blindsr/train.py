@@ -169,7 +169,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #6640af83
+# %% ../nbs/30_train.ipynb #c74cc260
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'val_psnr', 'seconds')
 
 class Trainer:
@@ -230,7 +230,7 @@ class Trainer:
         hr = sizes[0]
         self.model.train()
         nq = self.cfg.n_query
-        if lrs[0].shape[1] - nq < 0 or sum(x.shape[1] for x in lrs) - nq < 1:
+        if lrs[0].shape[1] < nq or sum(x.shape[1] for x in lrs) <= nq:
             raise ValueError(f"Trainer: n_query={nq} query patches leave no positive in a batch of {[tuple(x.shape) for x in sizes]}")
         with self._autocast():
             query = lrs[0][:, 0] if nq == 1 else lrs[0][:, :nq]              # several: positives on the query side

@@ -17,7 +17,7 @@ from .moco import MomentumEncoder
 # %% auto #0
 __all__ = ['byol_loss', 'BYOL']
 
-# %% ../../nbs/11b_byol.ipynb #fbcac50c
+# %% ../../nbs/11b_byol.ipynb #00c4e704
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     "Mean of 2 - 2 cos(p, z) over rows (any leading shape, last dim the feature); `z` is treated as a constant."
     if p.shape != z.shape: raise ValueError(f"byol_loss: predictions {tuple(p.shape)} and targets {tuple(z.shape)} differ in shape")
@@ -35,9 +35,8 @@ class BYOL(MomentumEncoder):
 
     def _directed(self, online_views, target_views):
         "Predictions of `online_views` and the targets of `target_views`, paired row by row."
-        fea, p = self.embed(self.encoder_q, online_views, shuffled=False, head=self.predictor)
-        with torch.no_grad(): z = self.pool(self.embed(self.encoder_k, target_views, shuffled=True)[1])
-        p = F.normalize(p.mean(1), dim=1)                         # several online views: one averaged prediction
+        fea, p = self.query(online_views, head=self.predictor)   # several online views: one averaged prediction
+        z = self.keys(target_views)
         if z.shape[0] != p.shape[0]: p = p.repeat_interleave(z.shape[0] // p.shape[0], dim=0)   # 'samples'
         return fea, p, z
 

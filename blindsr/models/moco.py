@@ -83,7 +83,7 @@ def contrastive_accuracy(logits: Tensor, labels: Tensor | None = None, k: int = 
     if labels.ndim == 2: return labels.gather(1, top).any(dim=1).float().mean()
     return (top == labels[:, None]).any(dim=1).float().mean()
 
-# %% ../../nbs/11a_moco.ipynb #b63049d8
+# %% ../../nbs/11a_moco.ipynb #c74c5738
 class MomentumEncoder(nn.Module):
     """A trained encoder `encoder_q` (returning `(fea, proj)`) and its momentum copy `encoder_k` (no gradients).
     `positives`: how several key views of one image are used, 'average' (one cluster-centre key) or 'samples'."""
@@ -147,10 +147,10 @@ class MomentumEncoder(nn.Module):
         (the cluster centre), or all of them (B*P, dim), image-major, if 'samples'."""
         return self.pool(self.embed(self.encoder_k, im_k, shuffled=True)[1])
 
-    def query(self, im_q) -> tuple[Tensor, Tensor]:
+    def query(self, im_q, head: Callable | None = None) -> tuple[Tensor, Tensor]:
         """`(fea, q)` of the query view(s): (B,C,h,w), or (B,P,C,h,w) for positives on the query side, whose normalised
         projections are averaged into one query (the representation `fea` is that of the first view)."""
-        fea, z = self.embed(self.encoder_q, im_q, shuffled=False)
+        fea, z = self.embed(self.encoder_q, im_q, shuffled=False, head=head)
         return fea, F.normalize(z.mean(1), dim=1)
 
     def forward_eval(self, im_q: Tensor) -> Tensor: return self.encoder_q(im_q)[0]
