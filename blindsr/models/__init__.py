@@ -13,8 +13,9 @@ from typing import Callable
 # %% auto #0
 __all__ = ['register_model', 'list_models', 'is_model', 'create_model']
 
-# %% ../../nbs/09_models.ipynb #75192443
-_ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.moco', 'blindsr.models.dasr']  # imported on first use
+# %% ../../nbs/09_models.ipynb #b758daea
+_ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.moco', 'blindsr.models.dasr', 'blindsr.models.classic',
+                 'blindsr.models.discriminators']  # imported on first use
 _REGISTRY: dict[str, Callable] = {}
 _arch_state = {'imported': False, 'importing': False}
 
