@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install demo ablation ablation-extra test export check-export docs lab bench clean
+.PHONY: install demo ablation ablation-extra pcl test export check-export docs lab bench clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ ablation-extra: install
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/ablation.ipynb $(RUNS)/ablation_extra.ipynb \
 	    -f nbs/experiments/ablation_extra.yaml -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures"
 	@cat figures/ablation_extra.md
+
+# PCL-SISR (seed 001): the EDSR baseline pre-trained with L1, then fine-tuned with L1 and with L1 + PCL at one CPU budget
+# (about 30 minutes on 2 cores). The run folder is $(RUNS)/train_pcl (an interrupted run continues); the table and
+# figures go to figures/ (train_pcl.md, train_pcl_comparison.png, train_pcl_losses.png).
+pcl: install
+	mkdir -p $(RUNS) figures
+	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/train_pcl.ipynb $(RUNS)/train_pcl.ipynb \
+	    -p out_dir "$(CURDIR)/$(RUNS)/train_pcl" -p figures_dir "$(CURDIR)/figures" -p progress False
+	@cat figures/train_pcl.md
 
 test: install
 	$(VENV)/bin/nbdev_test --n_workers 2

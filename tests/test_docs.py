@@ -1,6 +1,7 @@
 """The offline docs site (tools/build_docs.py): built once into a temporary folder, then checked.
 
-Run alone with `pytest tests/test_docs.py`; it executes every notebook, so it takes as long as they do."""
+Run alone with `pytest tests/test_docs.py`; it executes every library notebook (the experiments are rendered without
+execution: their papermill tests run them), so it takes as long as they do. `make docs` executes everything."""
 import html
 import importlib
 import inspect
@@ -26,7 +27,9 @@ def _notebooks():
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp('docs')
-    p = subprocess.run([sys.executable, str(ROOT / 'tools' / 'build_docs.py'), '--out', str(out)],
+    # experiments are not executed here: tests/test_experiments.py and test_pcl_experiment.py run them end to end
+    # through papermill; executing them again for their pages would double the suite's slowest part
+    p = subprocess.run([sys.executable, str(ROOT / 'tools' / 'build_docs.py'), '--out', str(out), '--skip-exec', 'experiments/*'],
                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, f'docs build failed:\n{p.stdout[-4000:]}\n{p.stderr[-8000:]}'
     return out

@@ -1,6 +1,6 @@
 """Build the offline documentation site of the notebooks without Quarto.
 
-    python tools/build_docs.py [--out DIR] [--no-exec] [--jobs N] [--timeout S] [--strict] [--readme | --readme-only] [--no-site]
+    python tools/build_docs.py [--out DIR] [--no-exec] [--skip-exec GLOB] [--jobs N] [--timeout S] [--strict] [--readme | --readme-only] [--no-site]
 
 Steps (all output under the repository root unless --out is given):
 
@@ -11,7 +11,9 @@ Steps (all output under the repository root unless --out is given):
    processors (``nbdev.processors.FilterDefaults``, what ``nbdev_proc_nbs`` applies) render ``show_doc``
    for exported functions and classes, hide ``#| hide`` / ``#| export`` sources and write the frontmatter.
    Any exported public function or class still without an API entry gets one from ``show_doc`` on the
-   imported object. ``--no-exec`` skips execution (pages then show only the outputs stored in the notebooks).
+   imported object. ``--no-exec`` skips execution (pages then show only the outputs stored in the notebooks);
+   ``--skip-exec 'experiments/*'`` skips it for the matching notebooks only (the test suite does so: its
+   papermill tests run the experiments end to end already).
 2. ``_docs/``: each processed notebook becomes one Markdown page named by its nbdev ``output-file``
    (``02_metrics.ipynb`` -> ``metrics.md``, ``experiments/x.ipynb`` -> ``experiments/x.md``); figures are
    written beside the page, TeX is rendered to SVG with matplotlib's mathtext (no MathJax), and links that
@@ -30,6 +32,7 @@ experiments run with the small parameters given for them in ``docs_params.json``
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import base64
 import concurrent.futures as cf
 import hashlib
@@ -525,8 +528,9 @@ def _run_worker(src, dst, execute, timeout):
 
 
 def build(out: Path = ROOT, execute: bool = True, jobs: int | None = None, timeout: int = 600,
-          strict: bool = False, readme: bool = False, site: bool = True, verbose: bool = True):
-    "Build the docs into `out` (`_proc/`, `_docs/`, `mkdocs.yml`, `site/`); return the site dir."
+          strict: bool = False, readme: bool = False, site: bool = True, verbose: bool = True, skip_exec=()):
+    """Build the docs into `out` (`_proc/`, `_docs/`, `mkdocs.yml`, `site/`); return the site dir. Notebooks whose path
+    (relative to nbs/) matches a glob of `skip_exec` are processed without being executed."""
     os.chdir(ROOT)
     from nbdev.config import get_config
     cfg = get_config()
@@ -541,11 +545,12 @@ def build(out: Path = ROOT, execute: bool = True, jobs: int | None = None, timeo
     def _nbs_files(): return {p for p in nbs.rglob('*') if p.is_file() and not {'__pycache__', '.ipynb_checkpoints'} & set(p.parts)}
     before = _nbs_files()
     jobs = jobs or min(len(nbfiles), os.cpu_count() or 1)
+    run_it = {f: execute and not any(fnmatch.fnmatch(Path(f).as_posix(), g) for g in skip_exec) for f in nbfiles}
     log(f'[docs] executing+processing {len(nbfiles)} notebooks with {jobs} workers '
-        f"({'executing' if execute else 'not executing'})")
+        f"({'executing' if execute else 'not executing'}{f', not executing {sum(not v for v in run_it.values())} matching {list(skip_exec)}' if execute and skip_exec else ''})")
     failed = []
     with cf.ThreadPoolExecutor(jobs) as ex:
-        futs = {ex.submit(_run_worker, nbs / f, proc / f, execute, timeout): f for f in nbfiles}
+        futs = {ex.submit(_run_worker, nbs / f, proc / f, run_it[f], timeout): f for f in nbfiles}
         for fu in cf.as_completed(futs):
             f = futs[fu]
             try: rc, msg, dt = fu.result()
@@ -623,6 +628,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default=str(ROOT), help='folder for _proc/, _docs/, mkdocs.yml and site/ (default: repo root)')
     ap.add_argument('--no-exec', action='store_true', help='do not execute the notebooks (no figures)')
+    ap.add_argument('--skip-exec', action='append', default=[], metavar='GLOB',
+                    help="process but do not execute notebooks matching GLOB (relative to nbs/, e.g. 'experiments/*'); repeatable")
     ap.add_argument('--jobs', type=int, default=None, help='notebooks processed in parallel (default: number of CPUs)')
     ap.add_argument('--timeout', type=int, default=600, help='seconds per notebook cell')
     ap.add_argument('--strict', action='store_true', help='mkdocs --strict: warnings are errors')
@@ -636,7 +643,7 @@ def main(argv=None):
         return
     if a.readme_only: return build_readme()
     build(Path(a.out), execute=not a.no_exec, jobs=a.jobs, timeout=a.timeout, strict=a.strict,
-          readme=a.readme, site=not a.no_site)
+          readme=a.readme, site=not a.no_site, skip_exec=a.skip_exec)
 
 
 if __name__ == '__main__':
