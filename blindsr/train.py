@@ -30,7 +30,7 @@ __all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'INFERENCE_FORMAT', 'TRAINING_ONLY
            'phase_and_lr', 'seeded_generator', 'EpochSampler', 'save_checkpoint', 'load_checkpoint', 'EMA', 'Trainer',
            'read_training_log', 'plot_training_log', 'load_inference_model']
 
-# %% ../nbs/30_train.ipynb #2c530451
+# %% ../nbs/30_train.ipynb #956a0d2b
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 @dataclass
@@ -50,6 +50,8 @@ class TrainConfig:
     contrastive_weight: float = 1.0
     n_query: int = 1                     # patches of an image averaged into the query (>1: positives on the query side)
     grad_clip: float | None = None       # max gradient norm, None: no clipping
+    optimizer: str = 'adam'              # 'adam' (DASR, EDSR) or 'adamw' (PSRT)
+    weight_decay: float = 0.0            # AdamW's decoupled weight decay, Adam's L2 penalty (PSRT: 1e-4 with AdamW)
     ema_decay: float | None = None       # e.g. 0.999: validate and export an exponential moving average of the weights
     precision: str = 'fp32'              # 'fp32', 'bf16' (CPU or GPU autocast) or 'fp16' (GPU, with loss scaling)
     val_every: int = 1                   # epochs between validations (0: never)
@@ -76,6 +78,9 @@ class TrainConfig:
         if not self.contrastive_weight >= 0: raise ValueError(f"TrainConfig.contrastive_weight must be >= 0, got {self.contrastive_weight!r}")
         if self.grad_clip is not None and not self.grad_clip > 0: raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"TrainConfig.ema_decay must be None or in (0, 1), got {self.ema_decay!r}")
+        if self.optimizer not in ('adam', 'adamw'): raise ValueError(f"TrainConfig.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.precision not in PRECISIONS: raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs_encoder + self.epochs_joint == 0: raise ValueError("TrainConfig: epochs_encoder + epochs_joint must be > 0")
         return self
@@ -169,7 +174,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #2deddcfb
+# %% ../nbs/30_train.ipynb #91a0623f
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'loss_aux', 'loss_d',
               'val_psnr', 'seconds')
 
@@ -177,7 +182,8 @@ class Trainer:
     "DASR's two-phase trainer; see the notebook text for what a step does and what is written to `out_dir`."
     def __init__(self, model_name: str, model_kwargs: dict, train_data: Dataset, cfg: TrainConfig, out_dir,
                  degradation: Callable | None = None, val_pairs: Iterable | None = None, scale: int | None = None,
-                 log_every: int = 10, callbacks: Iterable[Callable] = (), aux: nn.Module | None = None):
+                 log_every: int = 10, callbacks: Iterable[Callable] = (), aux: nn.Module | None = None,
+                 val_metric: Callable | None = None, val_higher_is_better: bool = True):
         self.cfg = cfg.check()
         self.out_dir = Path(out_dir)
         self.device = default_device(cfg.device)
@@ -200,16 +206,24 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, len(train_data) // cfg.batch_size)
         self.sampler = EpochSampler(len(train_data), cfg.batch_size, self.steps_per_epoch, cfg.seed)
         # the learning rate is set by phase_and_lr through a LambdaLR on base lr 1 (so the scheduler is checkpointed)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1e-8)
+        opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
+        self.optimizer = opt(self.model.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: phase_and_lr(self.cfg, step // self.steps_per_epoch)[1])
         self.scaler = torch.amp.GradScaler('cuda', enabled=cfg.precision == 'fp16')
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
-        self.step, self.best_psnr, self.log_every, self.callbacks = 0, -math.inf, log_every, list(callbacks)
+        self.val_metric, self.val_sign = val_metric, 1.0 if val_higher_is_better else -1.0
+        self.step, self.best_score, self.best_epoch = 0, -self.val_sign * math.inf, None
+        self.log_every, self.callbacks = log_every, list(callbacks)
         self.total_steps = (cfg.epochs_encoder + cfg.epochs_joint) * self.steps_per_epoch
 
     @property
     def epoch(self) -> int: return self.step // self.steps_per_epoch
+
+    @property
+    def best_psnr(self) -> float: return self.best_score   # the name of earlier versions (RGB runs validate PSNR-Y)
+
+    def _better(self, score: float) -> bool: return self.val_sign * score > self.val_sign * self.best_score
 
     # ---- one step -------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -241,11 +255,24 @@ class Trainer:
         "The step's random stream `stream` (0: degradation, 1: aux samples): a function of (seed, step) only."
         return seeded_generator(self.cfg.seed, self.step, *([stream] if stream else []), device=self.device.type)
 
+    def _step_paired(self, batch) -> tuple:
+        "A step on paired data `(input_1, ..., input_k, target)` (e.g. HISR's rgb, hsi_up, gt): L1 of `model(*inputs)`."
+        if self.aux is not None: raise ValueError("Trainer: an aux loss needs (hr, lr) batches, not paired data")
+        *inputs, target = [x.to(self.device, non_blocking=True) for x in batch]
+        self.model.train()
+        with self._autocast():
+            out = self.model(*inputs)
+            loss_sr = F.l1_loss(out.float(), target.float())
+        zero = torch.zeros((), device=self.device)
+        return 'joint', loss_sr, zero, zero, None, {}
+
     def train_step(self, hr) -> dict:
         """One optimisation step on a batch of HR patches (B, N>=2, 3, P, P), or a multi-crop list of (B, N_i, 3, P_i, P_i)
         batches (one per crop size); the first patch is the query, all others its positives. A non-blind model takes
         (B, 3, P, P) or (B, N, 3, P, P) and uses the first patch. Returns the step's losses."""
-        if not self.blind: phase, loss_sr, loss_contrast, acc, loss_aux, logs = self._step_plain(hr)
+        if not self.blind and isinstance(hr, (list, tuple)):    # paired data: the dataset gives the inputs and the target
+            phase, loss_sr, loss_contrast, acc, loss_aux, logs = self._step_paired(hr)
+        elif not self.blind: phase, loss_sr, loss_contrast, acc, loss_aux, logs = self._step_plain(hr)
         else: phase, loss_sr, loss_contrast, acc, loss_aux, logs = self._step_blind(hr)
         loss = loss_sr + (loss_contrast if phase == 'encoder' else self.cfg.contrastive_weight * loss_contrast)
         if loss_aux is not None: loss = loss + loss_aux
@@ -311,12 +338,18 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        "Mean PSNR-Y (border = scale) of the model on `val_pairs`, outputs rounded to 8 bits as papers do."
+        """Mean validation score on `val_pairs`: `(name, hr, lr)` triples scored by PSNR-Y (border = scale, outputs
+        rounded to 8 bits as papers do), or `(name, inputs, target)` with `inputs` a tuple (paired data), scored by
+        `val_metric(output, target)` (default: PSNR over all channels, peak 1). `val_metric` also replaces PSNR-Y."""
         if not self.val_pairs: return None
         m, scores = self.inference_model(), []
-        for name, hr, lr in self.val_pairs:
-            with self._autocast(): sr = m(lr[None].to(self.device)).float()
-            scores.append(psnr(quantize(sr.clamp(0, 1)), hr[None].to(self.device), crop_border=self.scale, test_y_channel=True).item())
+        for name, target, inp in self.val_pairs:
+            inputs = tuple(inp) if isinstance(inp, (list, tuple)) else (inp,)
+            with self._autocast(): out = m(*(x[None].to(self.device) for x in inputs)).float()
+            target = target[None].to(self.device)
+            if self.val_metric is not None: scores.append(float(self.val_metric(out, target)))
+            elif isinstance(inp, (list, tuple)): scores.append(10 * math.log10(1 / max(F.mse_loss(out, target.float()).item(), 1e-20)))
+            else: scores.append(psnr(quantize(out.clamp(0, 1)), target, crop_border=self.scale, test_y_channel=True).item())
         self.model.train()
         return float(np.mean(scores))
 
@@ -326,7 +359,7 @@ class Trainer:
                 'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
                 'scheduler': self.scheduler.state_dict(), 'scaler': self.scaler.state_dict(),
                 'ema': self.ema.state_dict() if self.ema else None, 'step': self.step, 'epoch': self.epoch,
-                'best_psnr': self.best_psnr, 'rng': _rng_state(),
+                'best_psnr': self.best_score, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'rng': _rng_state(),
                 'aux': self.aux.training_state() if self.aux is not None else None}
 
     def save(self, name: str = 'last') -> Path:
@@ -346,7 +379,7 @@ class Trainer:
             raise CheckpointError(f"{path}: written {'with' if s.get('aux') is not None else 'without'} an auxiliary loss "
                                   f"(discriminator), this trainer has {'one' if self.aux is not None else 'none'}")
         if self.aux is not None: self.aux.load_training_state(s['aux'])
-        self.step, self.best_psnr = s['step'], s['best_psnr']
+        self.step, self.best_score, self.best_epoch = s['step'], s.get('best_score', s['best_psnr']), s.get('best_epoch')
         _set_rng_state(s['rng'])
         self._truncate_log(self.step)
         return self
@@ -357,7 +390,7 @@ class Trainer:
         weights = {k: v for k, v in weights.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
         return save_checkpoint(path or self.out_dir / 'model_inference.pt',
                                {'format': INFERENCE_FORMAT, 'model_spec': self.model_spec, 'state_dict': weights,
-                                'step': self.step, 'best_psnr': self.best_psnr})
+                                'step': self.step, 'epoch': self.epoch, 'best_psnr': self.best_score})
 
     # ---- logging ---------------------------------------------------------------------------------------------
     @property
@@ -413,13 +446,14 @@ class Trainer:
                 if score is not None:
                     self._log({'step': self.step, 'epoch': epoch + 1, 'phase': 'val', 'val_psnr': round(score, 4),
                                'seconds': round(time.time() - t0, 2)})
-                    if score > self.best_psnr:
-                        self.best_psnr = score
+                    if self._better(score):
+                        self.best_score, self.best_epoch = score, epoch + 1
                         self.save('best')
             self.save('last')
             plot_training_log(self.log_path, self.out_dir / 'loss_curve.png')
         self.export_inference()
-        return {'steps': self.step, 'best_psnr': self.best_psnr, 'seconds': time.time() - t0}
+        return {'steps': self.step, 'best_psnr': self.best_score, 'best_score': self.best_score, 'best_epoch': self.best_epoch,
+                'seconds': time.time() - t0}
 
 # %% ../nbs/30_train.ipynb #abbd0a5b
 def read_training_log(path) -> dict:
@@ -456,9 +490,11 @@ def plot_training_log(log_path, out_path=None):
         plt.close(fig)
     return fig
 
-# %% ../nbs/30_train.ipynb #8c7d3542
-def load_inference_model(path, device=None) -> nn.Module:
-    "Rebuild the model of a `model_inference.pt` (or a training checkpoint) through the registry, in eval mode."
+# %% ../nbs/30_train.ipynb #4fb98d9d
+def load_inference_model(path, device=None, verbose: bool = False) -> nn.Module:
+    """Rebuild the model of a `model_inference.pt` (or a training checkpoint such as `checkpoints/best.pt`) through the
+    registry, in eval mode. `model.checkpoint_info` says which weights these are (step, epoch, validation score);
+    `verbose` prints it, so an evaluation always states the epoch it evaluated."""
     s = load_checkpoint(path, expected_format=None)
     if not isinstance(s, dict) or s.get('format') not in (INFERENCE_FORMAT, CHECKPOINT_FORMAT):
         raise CheckpointError(f"{path}: not a blindsr training or inference checkpoint")
@@ -468,4 +504,12 @@ def load_inference_model(path, device=None) -> nn.Module:
     missing = [k for k in missing if not k.startswith(TRAINING_ONLY_PREFIXES)]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit {s['model_spec']['name']}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    spe = (s.get('config') or {}).get('steps_per_epoch')
+    epoch = s.get('epoch', s['step'] // spe if spe and 'step' in s else None)
+    model.checkpoint_info = {'path': str(path), 'step': s.get('step'), 'epoch': epoch,
+                             'score': s.get('best_score', s.get('best_psnr')), 'ema': bool(s.get('ema'))}
+    if verbose:
+        i = model.checkpoint_info
+        print(f"loaded {path}: {s['model_spec']['name']} weights of epoch {i['epoch']} (step {i['step']})"
+              + (f", best validation score so far {i['score']:.4f}" if isinstance(i['score'], float) and math.isfinite(i['score']) else ''))
     return model.to(device or 'cpu').eval()
