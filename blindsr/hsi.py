@@ -19,8 +19,8 @@ from .degradations import imresize
 
 # %% auto #0
 __all__ = ['CAVE_WAVELENGTHS', 'CAVE_SCENES', 'CAVE_URL', 'HSI_CONVENTIONS', 'nikon_d700_srf', 'matlab_gaussian_kernel',
-           'simulate_fusion_inputs', 'read_cave_scene', 'find_cave_scenes', 'load_udl_h5', 'ssim_udl', 'sam', 'ergas',
-           'hsi_metrics']
+           'simulate_fusion_inputs', 'read_cave_scene', 'find_cave_scenes', 'load_udl_h5', 'FusionPatches',
+           'fusion_pairs', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
 
 # %% ../nbs/34_hsi.ipynb #912b4901
 _NIKON_D700_COUNTS = (
@@ -132,6 +132,47 @@ def load_udl_h5(path) -> dict[str, Tensor]:
         missing = [k for k in ('GT', 'HSI_up', 'RGB') if k not in f]
         if missing: raise KeyError(f"{path}: no dataset {missing} (has {sorted(f)}); expected UDL's GT, HSI_up, LRHSI, RGB")
         return {k: torch.from_numpy(np.asarray(f[k], dtype=np.float32)) for k in ('GT', 'HSI_up', 'LRHSI', 'RGB') if k in f}
+
+# %% ../nbs/34_hsi.ipynb #11100f1e
+def _dihedral(x: Tensor, k: int) -> Tensor:
+    "One of the 8 flips/rotations of (..., H, W)."
+    if k & 4: x = x.flip(-1)
+    return torch.rot90(x, k & 3, (-2, -1))
+
+class FusionPatches(torch.utils.data.Dataset):
+    "Random `(rgb, hsi_up, gt)` training patches of ground-truth cubes (name -> (C, H, W) in [0, 1], or a list)."
+    def __init__(self, cubes, patch_size: int = 64, scale: int = 4, repeat: int = 1, augment: bool = True, seed: int = 0):
+        pairs = list(cubes.items()) if isinstance(cubes, dict) else [(f'scene{i}', c) for i, c in enumerate(cubes)]
+        if not pairs: raise ValueError("FusionPatches: no cubes")
+        if patch_size % scale: raise ValueError(f"FusionPatches: patch_size {patch_size} must be a multiple of the scale {scale}")
+        self.names, self.patch_size, self.scale, self.repeat, self.augment, self.seed = [n for n, _ in pairs], patch_size, scale, repeat, augment, seed
+        self.images = []
+        for n, gt in pairs:
+            if min(gt.shape[-2:]) < patch_size: raise ValueError(f"FusionPatches: scene {n} ({tuple(gt.shape)}) is smaller than the patch {patch_size}")
+            sim = simulate_fusion_inputs(gt.float(), scale)
+            self.images.append((sim['rgb'], sim['hsi_up'], gt.float()))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int): self.epoch = epoch
+    def __len__(self): return len(self.images) * self.repeat
+
+    def __getitem__(self, i: int):
+        rgb, up, gt = self.images[i % len(self.images)]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + i)
+        H, W, P, s = gt.shape[-2], gt.shape[-1], self.patch_size, self.scale
+        y = int(torch.randint((H - P) // s + 1, (1,), generator=g)) * s
+        x = int(torch.randint((W - P) // s + 1, (1,), generator=g)) * s
+        k = int(torch.randint(8, (1,), generator=g)) if self.augment else 0
+        return tuple(_dihedral(t[:, y:y + P, x:x + P], k).contiguous() for t in (rgb, up, gt))
+
+def fusion_pairs(cubes, scale: int = 4) -> list:
+    "`[(name, gt, (rgb, hsi_up))]` of whole scenes: the trainer's validation pairs and the test set."
+    pairs = list(cubes.items()) if isinstance(cubes, dict) else [(f'scene{i}', c) for i, c in enumerate(cubes)]
+    out = []
+    for n, gt in pairs:
+        sim = simulate_fusion_inputs(gt.float(), scale)
+        out.append((n, gt.float(), (sim['rgb'], sim['hsi_up'])))
+    return out
 
 # %% ../nbs/34_hsi.ipynb #4a2e3b20
 def _cube(x: Tensor, what: str) -> Tensor:
