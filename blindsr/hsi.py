@@ -19,8 +19,8 @@ from .degradations import imresize
 
 # %% auto #0
 __all__ = ['CAVE_WAVELENGTHS', 'CAVE_SCENES', 'CAVE_URL', 'HSI_CONVENTIONS', 'nikon_d700_srf', 'matlab_gaussian_kernel',
-           'simulate_fusion_inputs', 'read_cave_scene', 'find_cave_scenes', 'load_udl_h5', 'FusionPatches',
-           'fusion_pairs', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
+           'simulate_fusion_inputs', 'read_cave_scene', 'find_cave_scenes', 'load_udl_h5', 'download_cave',
+           'FusionPatches', 'fusion_pairs', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
 
 # %% ../nbs/34_hsi.ipynb #912b4901
 _NIKON_D700_COUNTS = (
@@ -132,6 +132,29 @@ def load_udl_h5(path) -> dict[str, Tensor]:
         missing = [k for k in ('GT', 'HSI_up', 'RGB') if k not in f]
         if missing: raise KeyError(f"{path}: no dataset {missing} (has {sorted(f)}); expected UDL's GT, HSI_up, LRHSI, RGB")
         return {k: torch.from_numpy(np.asarray(f[k], dtype=np.float32)) for k in ('GT', 'HSI_up', 'LRHSI', 'RGB') if k in f}
+
+# %% ../nbs/34_hsi.ipynb #9b454ab7
+def download_cave(root=None, url: str = CAVE_URL, min_scenes: int = 31, retries: int = 3, timeout: float = 60.0,
+                  keep_archive: bool = False, verbose: bool = True) -> Path:
+    """Download and unpack CAVE into `root/CAVE` (default root: `blindsr.data.default_data_root()`) and return that
+    folder (read it with `find_cave_scenes`). Idempotent; the archive must hold at least `min_scenes` scenes."""
+    import os, shutil, tempfile
+    from blindsr.data import DownloadError, default_data_root, extract_archive, fetch
+    root = Path(root) if root is not None else default_data_root()
+    final = root / 'CAVE'
+    if final.is_dir(): return final
+    root.mkdir(parents=True, exist_ok=True)
+    archive = fetch(url, root / '.downloads' / url.rsplit('/', 1)[-1], retries=retries, timeout=timeout, verbose=verbose)
+    tmp = Path(tempfile.mkdtemp(prefix='.CAVE.unpack-', dir=root))
+    try:
+        extract_archive(archive, tmp)
+        try: n = len(find_cave_scenes(tmp))
+        except FileNotFoundError: n = 0
+        if n < min_scenes: raise DownloadError(f"{archive} (from {url}): {n} CAVE scenes inside, expected at least {min_scenes}")
+        os.replace(tmp, final)                 # one rename: the folder is complete or absent
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    if not keep_archive: archive.unlink(missing_ok=True)
+    return final
 
 # %% ../nbs/34_hsi.ipynb #11100f1e
 def _dihedral(x: Tensor, k: int) -> Tensor:

@@ -277,3 +277,44 @@ def test_registry():
     assert DATASETS['DIV2K_train'].filename == 'DIV2K_train_HR.zip'
     with pytest.raises(ValueError, match="unknown dataset 'div2k'"):
         download('div2k')
+
+
+# ---------------------------------------------------------------------------------------------- CAVE
+
+def _cave_zip(scenes, size=8):
+    "A zip in the distributed CAVE layout: <scene>_ms/<scene>_ms/<scene>_ms_01..31.png (16-bit) and an RGB bmp."
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as d, zipfile.ZipFile(buf, 'w') as z:
+        for k, name in enumerate(scenes):
+            for b in range(31):
+                p = Path(d) / f'{name}_{b}.png'
+                write_image(p, torch.full((1, size, size), (k * 31 + b) / 1000), bit_depth=16)
+                z.write(p, f'{name}_ms/{name}_ms/{name}_ms_{b + 1:02d}.png')
+            z.writestr(f'{name}_ms/{name}_ms/{name}_RGB.bmp', b'BM not really')
+    return buf.getvalue()
+
+
+def test_download_cave_unpacks_the_distributed_layout(server, tmp_path):
+    from blindsr.hsi import download_cave, find_cave_scenes, read_cave_scene
+    url = server.add('/complete_ms_data.zip', _cave_zip(['balloons', 'beads']))
+    root = download_cave(tmp_path, url=url, min_scenes=2, verbose=False)
+    assert root == tmp_path / 'CAVE'
+    scenes = find_cave_scenes(root)
+    assert sorted(scenes) == ['balloons', 'beads']
+    cube = read_cave_scene(scenes['beads'])
+    assert cube.shape == (31, 8, 8) and abs(cube[3, 0, 0].item() - (31 + 3) / 1000) < 1e-4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.CAVE')]          # no unpack leftovers
+    n = len(server.requests)
+    assert download_cave(tmp_path, url=url, min_scenes=2) == root and len(server.requests) == n   # idempotent
+
+
+def test_download_cave_offline_names_the_address_and_leaves_nothing(server, tmp_path):
+    from blindsr.hsi import download_cave
+    url = f'{server.url}/missing/complete_ms_data.zip'          # 404, as an unreachable mirror would fail
+    with pytest.raises(DownloadError, match=re.escape(url)):
+        download_cave(tmp_path, url=url, retries=0, verbose=False)
+    assert not (tmp_path / 'CAVE').exists()
+    small = server.add('/two.zip', _cave_zip(['balloons']))
+    with pytest.raises(DownloadError, match='1 CAVE scenes inside, expected at least 31'):
+        download_cave(tmp_path, url=small, verbose=False)
+    assert not (tmp_path / 'CAVE').exists()
