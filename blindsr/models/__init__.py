@@ -13,9 +13,9 @@ from typing import Callable
 # %% auto #0
 __all__ = ['register_model', 'list_models', 'is_model', 'create_model']
 
-# %% ../../nbs/09_models.ipynb #34a1afa8
+# %% ../../nbs/09_models.ipynb #6600d166
 _ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.moco', 'blindsr.models.dasr', 'blindsr.models.classic',
-                 'blindsr.models.psrt', 'blindsr.models.discriminators']  # imported on first use
+                 'blindsr.models.psrt', 'blindsr.models.kernel_attention', 'blindsr.models.discriminators']  # imported on first use
 _REGISTRY: dict[str, Callable] = {}
 _arch_state = {'imported': False, 'importing': False}
 

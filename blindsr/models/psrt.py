@@ -75,7 +75,7 @@ class WindowTransformerLayer(nn.Module):
         x = x + window_reverse(self.attn(window_partition(self.norm1(x), ws)), ws, H, W)
         return x + self.mlp(self.norm2(x))
 
-# %% ../../nbs/14_psrt.ipynb #fb12b156
+# %% ../../nbs/14_psrt.ipynb #a8a4062b
 class ShuffleBlock(nn.Module):
     "Three window transformer layers, the middle one on the patch-shuffled map (d = ws/2), with a skip over all three."
     def __init__(self, dim: int, ws: int, heads: int = 8, mlp_ratio: float = 4.0, qk_scale: float | None = 4.0,
@@ -116,6 +116,11 @@ class PSRT(nn.Module):
                                                     qk_scale=qk_scale, shuffle=shuffle) for _ in range(n_pyramids)])
         self.tail = nn.Sequential(nn.Conv2d(embed_dim, n_bands, 3, 1, 1), nn.LeakyReLU(0.2))
 
+    def body(self, f: Tensor) -> Tensor:
+        "The pyramid blocks on (B, H, W, C) features (variants override this)."
+        for p in self.pyramids: f = p(f)
+        return f
+
     def forward(self, rgb: Tensor, hsi_up: Tensor) -> Tensor:
         if rgb.ndim != 4 or hsi_up.ndim != 4 or rgb.shape[-2:] != hsi_up.shape[-2:] or rgb.shape[0] != hsi_up.shape[0]:
             raise ValueError(f"PSRT: rgb (B, {self.n_rgb}, H, W) and hsi_up (B, {self.n_bands}, H, W) of one size, "
@@ -127,8 +132,7 @@ class PSRT(nn.Module):
         ph, pw = -H % m, -W % m
         x = torch.cat([hsi_up, rgb], 1)
         if ph or pw: x = F.pad(x, (0, pw, 0, ph), mode='reflect' if min(H, W) > max(ph, pw) else 'replicate')
-        f = self.head(x).permute(0, 2, 3, 1)               # (B, H, W, C): tokens are pixels
-        for p in self.pyramids: f = p(f)
+        f = self.body(self.head(x).permute(0, 2, 3, 1))    # (B, H, W, C): tokens are pixels
         out = self.tail(f.permute(0, 3, 1, 2))
         return out[..., :H, :W] + hsi_up
 
