@@ -60,7 +60,7 @@ def simulate_fusion_inputs(gt: Tensor, scale: int = 4, srf: Tensor | None = None
     out = {'rgb': rgb, 'lrhsi': lrhsi, 'hsi_up': hsi_up}
     return {k: (v if gt.ndim == 4 else v[0]).to(gt.dtype) for k, v in out.items()}
 
-# %% ../nbs/34_hsi.ipynb #3e9c8c1e
+# %% ../nbs/34_hsi.ipynb #3662b24f
 CAVE_SCENES = ('balloons', 'beads', 'cd', 'chart_and_stuffed_toy', 'clay', 'cloth', 'egyptian_statue', 'face',
                'fake_and_real_beers', 'fake_and_real_food', 'fake_and_real_lemon_slices', 'fake_and_real_lemons',
                'fake_and_real_peppers', 'fake_and_real_strawberries', 'fake_and_real_sushi', 'fake_and_real_tomatoes',
@@ -73,6 +73,8 @@ def _as_cube(a: np.ndarray, what: str, bands: int | None = None) -> Tensor:
     "A (C, H, W) float32 tensor in [0, 1] from an (H, W, C) or (C, H, W) array (integers scaled by their type's maximum)."
     if a.ndim != 3: raise ValueError(f"{what}: expected a 3-D cube, got shape {a.shape}")
     if np.issubdtype(a.dtype, np.integer): a = a.astype(np.float64) / np.iinfo(a.dtype).max
+    elif np.nanmax(a) > 1.5:   # floats are taken as reflectance in [0, 1]; 0..65535 floats would silently be wrong
+        raise ValueError(f"{what}: float values up to {np.nanmax(a):g}; expected [0, 1] (divide 16-bit data by 65535 first)")
     band_axis = [i for i, n in enumerate(a.shape) if n == bands] if bands else [int(np.argmin(a.shape))]
     if not band_axis: raise ValueError(f"{what}: no axis of {bands} bands in shape {a.shape}")
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, band_axis[-1] if band_axis[-1] != 0 else 0, 0))).float()
@@ -100,7 +102,7 @@ def read_cave_scene(path, bands: int = 31) -> Tensor:
             import scipy.io
             d = scipy.io.loadmat(path)
             arrays = {k: v for k, v in d.items() if not k.startswith('__') and isinstance(v, np.ndarray) and v.ndim == 3}
-        except NotImplementedError:                               # MATLAB v7.3 files are HDF5
+        except (NotImplementedError, ValueError):                 # MATLAB v7.3 files are HDF5 (MATLAB's column-major order)
             import h5py
             with h5py.File(path, 'r') as f:
                 arrays = {k: np.array(v).transpose(2, 1, 0) for k, v in f.items() if getattr(v, 'ndim', 0) == 3}

@@ -84,3 +84,28 @@ def test_train_hisr_rejects_bad_parameters(tmp_path, name, value, msg):
         extra = {'model_kwargs': {}} if name == 'model' else {}
         check_parameters('train_hisr', out_dir=str(tmp_path / 'run'), **{**TINY_HISR, name: value, **extra})
     assert not (tmp_path / 'run').exists()
+
+
+def test_cave_readers_mat_v5_v73_npy_and_udl_h5(tmp_path):
+    import h5py
+    import scipy.io
+    from blindsr.hsi import find_cave_scenes, load_udl_h5
+    cube = (np.random.default_rng(0).random((16, 20, 31)) * 65535).astype(np.uint16)      # HWC, as .mat files hold it
+    ref = torch.from_numpy(cube.astype(np.float64) / 65535).permute(2, 0, 1).float()
+    scipy.io.savemat(tmp_path / 'clay.mat', {'b': cube})
+    with h5py.File(tmp_path / 'cd.mat', 'w') as f: f['msi'] = cube.transpose(2, 1, 0)     # v7.3: HDF5, column-major
+    np.save(tmp_path / 'hairs.npy', cube.transpose(2, 0, 1))                             # CHW works too
+    assert sorted(find_cave_scenes(tmp_path)) == ['cd', 'clay', 'hairs']
+    for name in ('clay.mat', 'cd.mat', 'hairs.npy'):
+        assert torch.allclose(read_cave_scene(tmp_path / name), ref, atol=1e-7), name
+    scipy.io.savemat(tmp_path / 'bad.mat', {'b': cube.astype(np.float64)})
+    with pytest.raises(ValueError, match=r'bad.mat:b: float values up to .* expected \[0, 1\]'):
+        read_cave_scene(tmp_path / 'bad.mat')
+    with h5py.File(tmp_path / 'train_cave.h5', 'w') as f:
+        for k, c in (('GT', 31), ('HSI_up', 31), ('RGB', 3)): f[k] = np.random.rand(2, c, 8, 8).astype(np.float32)
+        f['LRHSI'] = np.random.rand(2, 31, 2, 2).astype(np.float32)
+    d = load_udl_h5(tmp_path / 'train_cave.h5')
+    assert {k: tuple(v.shape) for k, v in d.items()} == {'GT': (2, 31, 8, 8), 'HSI_up': (2, 31, 8, 8), 'LRHSI': (2, 31, 2, 2), 'RGB': (2, 3, 8, 8)}
+    with h5py.File(tmp_path / 'other.h5', 'w') as f: f['x'] = np.zeros(3)
+    with pytest.raises(KeyError, match=r"other.h5: no dataset \['GT', 'HSI_up', 'RGB'\]"):
+        load_udl_h5(tmp_path / 'other.h5')
