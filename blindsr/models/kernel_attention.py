@@ -116,7 +116,7 @@ class KernelAttention(nn.Module):
         y = torch.cat(maps, 1)
         return self.fuse(y) if self.fuse is not None else y
 
-# %% ../../nbs/14a_kernel_attention.ipynb #d6a7911b
+# %% ../../nbs/14a_kernel_attention.ipynb #3990f55f
 class PSRTKernelAttention(PSRT):
     "PSRT without shuffles plus a kernel-attention branch beside each pyramid block: `f = pyramid(f) + KA(f)`."
     def __init__(self, ka_variant: str = 'v1', ka_impl: str = 'parallel', ka_kernel_size: int = 3, ka_grid: int = 2, **kwargs):
@@ -125,6 +125,7 @@ class PSRTKernelAttention(PSRT):
         dim = self.head.out_channels
         self.ka = nn.ModuleList([KernelAttention(dim, ka_variant, ka_impl, ka_kernel_size, ka_grid) for _ in self.pyramids])
         self.ka_variant, self.ka_impl = ka_variant, ka_impl
+        self.reset_parameters()   # PSRT's initialisation for the KA branch too (small Linear weights, zero conv biases)
 
     def body(self, f: Tensor) -> Tensor:
         for p, ka in zip(self.pyramids, self.ka):

@@ -75,7 +75,7 @@ class WindowTransformerLayer(nn.Module):
         x = x + window_reverse(self.attn(window_partition(self.norm1(x), ws)), ws, H, W)
         return x + self.mlp(self.norm2(x))
 
-# %% ../../nbs/14_psrt.ipynb #a8a4062b
+# %% ../../nbs/14_psrt.ipynb #f5b70ad7
 class ShuffleBlock(nn.Module):
     "Three window transformer layers, the middle one on the patch-shuffled map (d = ws/2), with a skip over all three."
     def __init__(self, dim: int, ws: int, heads: int = 8, mlp_ratio: float = 4.0, qk_scale: float | None = 4.0,
@@ -115,6 +115,13 @@ class PSRT(nn.Module):
         self.pyramids = nn.ModuleList([PyramidBlock(embed_dim, window_sizes, heads=heads, mlp_ratio=mlp_ratio,
                                                     qk_scale=qk_scale, shuffle=shuffle) for _ in range(n_pyramids)])
         self.tail = nn.Sequential(nn.Conv2d(embed_dim, n_bands, 3, 1, 1), nn.LeakyReLU(0.2))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        "The official initialisation: Linear weights N(0, 0.01) (biases as PyTorch's), convolution biases 0."
+        for m in self.modules():
+            if isinstance(m, nn.Linear): nn.init.normal_(m.weight, std=0.01)
+            elif isinstance(m, nn.Conv2d) and m.bias is not None: nn.init.zeros_(m.bias)
 
     def body(self, f: Tensor) -> Tensor:
         "The pyramid blocks on (B, H, W, C) features (variants override this)."
