@@ -67,7 +67,7 @@ def auto_tile(model: nn.Module, memory_budget: float = 1 << 30, pad: int = 16, e
     side = math.sqrt(memory_budget / bytes_per_lr_pixel(model, element_size=element_size)) - 2 * pad
     return max(32, int(side) // 8 * 8)
 
-# %% ../nbs/33_inference.ipynb #fe96ab9b
+# %% ../nbs/33_inference.ipynb #e75fcb38
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 @torch.no_grad()
@@ -90,6 +90,8 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
     H, W = x.shape[-2:]
     if tile is None: tile = auto_tile(model, memory_budget, pad, 2 if precision != 'fp32' else 4)
     if not blend: overlap, pad = 0, 0
+    if overlap < 0 or pad < 0: raise ValueError(f"upscale: overlap and pad must be >= 0, got overlap={overlap}, pad={pad}")
+    if overlap >= tile: raise ValueError(f"upscale: overlap={overlap} must be smaller than the tile ({tile})")
     s = getattr(model, 'scale', None)
     autocast = torch.autocast(dev.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None)
     rep = None
