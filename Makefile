@@ -94,6 +94,7 @@ lab: install
 
 bench: install
 	$(PY) benchmarks/degradation.py
+	$(PY) benchmarks/large_image.py
 
 clean:
 	rm -rf _proc _docs site $(RUNS)
