@@ -84,9 +84,9 @@ class MSRResNet(nn.Module):
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         return out + F.interpolate(x, scale_factor=self.scale, mode='bilinear', align_corners=False)
 
-# %% ../../nbs/13_classic.ipynb #4c9c8a40
+# %% ../../nbs/13_classic.ipynb #0b679e98
 class _MeanRange(nn.Module):
-    "Shared by EDSR and RCAN: `(x - mean) * img_range` in, `y / img_range + mean` out; the mean is not a weight."
+    "Shared by EDSR and RCAN: `(x - mean) * img_range` in, `y / img_range + mean` out (the mean is not a weight), and the frame around their body."
     def _init_range(self, img_range: float, rgb_mean):
         self.img_range = float(img_range)
         self.register_buffer('mean', torch.tensor(rgb_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -94,15 +94,12 @@ class _MeanRange(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor: return (x - self.mean.to(x.dtype)) * self.img_range
     def _denormalise(self, y: Tensor) -> Tensor: return y / self.img_range + self.mean.to(y.dtype)
 
-class EDSR(_MeanRange):
-    "EDSR (Lim et al. 2017): residual blocks without batch norm, residual scaling, mean shift, pixel-shuffle upsampling."
-    def __init__(self, scale: int = 4, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.,
-                 img_range: float = 255., rgb_mean=DIV2K_RGB_MEAN, in_ch: int = 3, out_ch: int = 3):
-        super().__init__()
+    def _build(self, scale, n_feats, body: nn.Module, img_range, rgb_mean, in_ch, out_ch):
+        "The frame EDSR and RCAN share: conv_first, `body`, conv_after_body (long skip), upsample, conv_last."
         self.scale = _check_scale(scale)
         self._init_range(img_range, rgb_mean)
         self.conv_first = nn.Conv2d(in_ch, n_feats, 3, 1, 1)
-        self.body = nn.Sequential(*[ResidualBlock(n_feats, res_scale=res_scale) for _ in range(n_blocks)])
+        self.body = body
         self.conv_after_body = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
         self.upsample = Upsampler(scale, n_feats)
         self.conv_last = nn.Conv2d(n_feats, out_ch, 3, 1, 1)
@@ -112,7 +109,15 @@ class EDSR(_MeanRange):
         x = x + self.conv_after_body(self.body(x))
         return self._denormalise(self.conv_last(self.upsample(x)))
 
-# %% ../../nbs/13_classic.ipynb #22fd453f
+class EDSR(_MeanRange):
+    "EDSR (Lim et al. 2017): residual blocks without batch norm, residual scaling, mean shift, pixel-shuffle upsampling."
+    def __init__(self, scale: int = 4, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.,
+                 img_range: float = 255., rgb_mean=DIV2K_RGB_MEAN, in_ch: int = 3, out_ch: int = 3):
+        super().__init__()
+        self._build(scale, n_feats, nn.Sequential(*[ResidualBlock(n_feats, res_scale=res_scale) for _ in range(n_blocks)]),
+                    img_range, rgb_mean, in_ch, out_ch)
+
+# %% ../../nbs/13_classic.ipynb #05f183c9
 class RCAB(nn.Module):
     "Residual channel-attention block: `x + res_scale * CA(conv(relu(conv(x))))`."
     def __init__(self, n_feats: int = 64, reduction: int = 16, res_scale: float = 1.):
@@ -137,18 +142,8 @@ class RCAN(_MeanRange):
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 10, n_blocks: int = 20, reduction: int = 16,
                  res_scale: float = 1., img_range: float = 255., rgb_mean=DIV2K_RGB_MEAN, in_ch: int = 3, out_ch: int = 3):
         super().__init__()
-        self.scale = _check_scale(scale)
-        self._init_range(img_range, rgb_mean)
-        self.conv_first = nn.Conv2d(in_ch, n_feats, 3, 1, 1)
-        self.body = nn.Sequential(*[ResidualGroup(n_feats, n_blocks, reduction, res_scale) for _ in range(n_groups)])
-        self.conv_after_body = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
-        self.upsample = Upsampler(scale, n_feats)
-        self.conv_last = nn.Conv2d(n_feats, out_ch, 3, 1, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv_first(self._normalise(x))
-        x = x + self.conv_after_body(self.body(x))
-        return self._denormalise(self.conv_last(self.upsample(x)))
+        self._build(scale, n_feats, nn.Sequential(*[ResidualGroup(n_feats, n_blocks, reduction, res_scale) for _ in range(n_groups)]),
+                    img_range, rgb_mean, in_ch, out_ch)
 
 # %% ../../nbs/13_classic.ipynb #da6773bf
 _CONFIGS = {
