@@ -184,3 +184,21 @@ def test_ablation_extra_names_only_real_parameters():
     for name, over in cfg['variants'].items():
         assert set(over) <= train, f'{name}: {set(over) - train} are not train_dasr parameters'
     assert all(a in cfg['variants'] and b in cfg['variants'] for a, b in cfg['comparisons'])
+
+
+def test_tiled_inference_figure(tmp_path, benchmarks_dir, golden_dir):
+    "The seams figure on a small crop with the official DASR weights: blended tiles match the full image, naive ones do not."
+    run_experiment('tiled_inference', tmp_path, figures_dir=str(tmp_path / 'figs'), hr_crop=192, tile=24, overlap=8,
+                   pad=8, view=32, weights=str(golden_dir / 'dasr' / 'dasr_official_x4_state.pt'),
+                   image=str(benchmarks_dir / 'Set14' / 'HR' / 'baboon.png'))
+    table = (tmp_path / 'figs' / 'tiled_inference.md').read_text()
+    naive, blended = [float(re.search(rf'\| {k}[^|]* \| ([\d.]+) \|', table).group(1)) for k in ('naive tiles', 'blended tiles')]
+    assert blended >= 50 > naive, table
+    assert (tmp_path / 'figs' / 'tiled_inference_seams.png').stat().st_size > 20_000
+
+
+def test_tiled_inference_parameters():
+    for name, value, msg in (('tile', 4, 'tile=4'), ('overlap', 64, 'overlap=64'), ('hr_crop', 130, 'multiple of 4'),
+                             ('weights', 'nope.pt', "weights='nope.pt'")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            check_parameters('tiled_inference', upto='if weights and', **{name: value})
