@@ -105,6 +105,7 @@ tiles: install
 bench: install
 	$(PY) benchmarks/degradation.py
 	$(PY) benchmarks/large_image.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf _proc _docs site $(RUNS)

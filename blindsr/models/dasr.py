@@ -183,7 +183,7 @@ class DASR(nn.Module):
         res = self.body[-1](res) + x
         return self.add_mean(self.tail(res)) / self.rgb_range
 
-# %% ../../nbs/12_dasr.ipynb #eeb9fb01
+# %% ../../nbs/12_dasr.ipynb #935fcd0d
 class BlindSR(nn.Module):
     """DASR's blind SR model: degradation encoder (in MoCo) + DASR. LR in [0,1] -> SR in [0,1].
     Paper size by default (5 groups x 5 blocks x 64 features, encoder width 64)."""
@@ -228,7 +228,10 @@ class BlindSR(nn.Module):
         fea = self.encoder.encoder_q(lr)[0]
         return fea.mean((2, 3)) if pooled and fea.ndim == 4 else fea
 
-    def forward(self, lr: Tensor, lr_key: Tensor | None = None):
+    def forward(self, lr: Tensor, lr_key: Tensor | None = None, encoder_only: bool = False):
+        """Eval: `sr` of `lr`. Training: `(sr, logits, labels)` of query patches `lr` and key patches `lr_key`;
+        `encoder_only=True` skips the SR network and returns the encoder's `(fea, logits, labels)` (DASR's first phase,
+        called through the model so that a DistributedDataParallel wrapper sees it)."""
         if isinstance(lr, Tensor) and lr.ndim == 5 and lr_key is None:  # official layout: (B, 2, C, h, w)
             if lr.shape[1] != 2: raise ValueError(f"BlindSR: a 5-D input must be (B,2,3,h,w) query/key pairs, got {tuple(lr.shape)}")
             lr, lr_key = lr[:, 0], lr[:, 1]
@@ -242,6 +245,7 @@ class BlindSR(nn.Module):
         for key in (lr_key if isinstance(lr_key, (list, tuple)) else [lr_key]):   # (B,3,h,w), (B,P,3,h,w) or a list
             self._check(key if key.ndim == 4 else key.flatten(0, 1), 'lr_key')
         fea, a, b = self.encoder(lr, lr_key)
+        if encoder_only: return fea, a, b
         return self.sr_net(sr_in, fea), a, b
 
 # %% ../../nbs/12_dasr.ipynb #7a47e17b

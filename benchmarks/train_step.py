@@ -1,0 +1,325 @@
+"""One DASR x4 joint-phase training step (blindsr.train.Trainer): fp32 against bf16 autocast, channels_last, torch.compile.
+
+The step is `Trainer.train_step` on a batch of 4 images x 2 HR patches of 192x192 (LR patch 48, DASRDegradation,
+Adam), paper-size `create_model('dasr_x4')`. Cases, each in its own process (so no compile state or allocator state
+leaks from one to the next):
+
+* fp32                          TrainConfig(precision='fp32'): the baseline every ratio is taken against
+* bf16                          TrainConfig(precision='bf16')
+* bf16+channels_last            ... channels_last=True
+* bf16+channels_last+compile    ... channels_last=True, compile=True (compilation timed apart, as compile_s)
+* fp16                          TrainConfig(precision='fp16'), on --device cuda only
+
+A case whose TrainConfig field does not exist (TypeError) is reported as skipped; one that raises (e.g.
+torch.compile without a C compiler) as failed, with the exception's first line. Per case: median and mean step time
+after warm-up steps, the speed-up over fp32 measured in the same run, the achieved FLOP/s (FLOPs of one eager fp32
+step, counted once with torch.utils.flop_counter.FlopCounterMode) and its fraction of the matmul peak of the case's
+dtype (a large fp32 / bf16 matmul timed in the same run). Then a quality check: fp32 and bf16 trained from the same
+seed on the same batches (smaller LR patch --quality-patch, model size --quality-model-kwargs), evaluated in fp32 by
+PSNR-Y on LR/HR pairs (DASRDegradation(4, 'iso', sigma=1.2)) from a held-out photograph; target |difference| <= 0.05 dB.
+Targets are reported as PASS/FAIL, never as an exit status. compile_s is the warm-up steps' time over the steady step
+time; inductor caches compiled code on disk (e.g. /tmp/torchinductor_$USER), so only a first run shows a cold compile. The patches are crops of scikit-image's photographs
+(astronaut, chelsea, rocket for training, coffee for validation), reproducible from the seed.
+
+Run: python benchmarks/train_step.py [--steps 10] [--warmup 3] [--threads N] [--cases fp32 bf16] [--json out.json]
+     python benchmarks/train_step.py --quick        (smoke test: 2 steps, a small model, 3 quality steps)
+     python benchmarks/train_step.py --device cuda  (adds the fp16 case; timings synchronise the GPU)
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CASES = {   # name -> TrainConfig fields beyond the common ones
+    'fp32': dict(precision='fp32'),
+    'bf16': dict(precision='bf16'),
+    'bf16+channels_last': dict(precision='bf16', channels_last=True),
+    'bf16+channels_last+compile': dict(precision='bf16', channels_last=True, compile=True),
+    'fp16': dict(precision='fp16'),
+}
+CPU_CASES = ['fp32', 'bf16', 'bf16+channels_last', 'bf16+channels_last+compile']
+CUDA_CASES = CPU_CASES + ['fp16']
+DTYPE_OF = {'fp32': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}   # precision -> the matmul peak it is compared with
+SCALE = 4
+TRAIN_PHOTOS, VAL_PHOTO = ('astronaut', 'chelsea', 'rocket'), 'coffee'
+QUICK_MODEL = {'n_feats': 16, 'n_groups': 1, 'n_blocks': 1, 'width': 8, 'K': 64}
+QUALITY_TARGET_DB, SPEEDUP_TARGET = 0.05, 2.0
+
+
+def first_line(e):
+    "`Type: first line of the message` of an exception."
+    msg = (str(e).strip().splitlines() or [''])[0][:300]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def photo(name):
+    "scikit-image photograph `name` as a float (3, H, W) tensor in [0, 1]."
+    import torch
+    from skimage import data as skdata
+    return torch.from_numpy(getattr(skdata, name)().copy()).permute(2, 0, 1).float() / 255
+
+
+def make_dataset(hr_patch, n_items, seed):
+    "A Dataset of `n_items` items (2, 3, hr_patch, hr_patch): two crops of one training photograph, drawn from (seed, i)."
+    import torch
+    from torch.utils.data import Dataset
+
+    class PhotoPatches(Dataset):
+        def __init__(self):
+            self.photos = [photo(n) for n in TRAIN_PHOTOS]
+            if any(min(p.shape[1:]) < hr_patch for p in self.photos):
+                raise ValueError(f"HR patch {hr_patch} is larger than a training photograph")
+
+        def __len__(self): return n_items
+
+        def __getitem__(self, i):
+            img = self.photos[i % len(self.photos)]
+            g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+            crops = []
+            for _ in range(2):
+                y = int(torch.randint(img.shape[1] - hr_patch + 1, (1,), generator=g))
+                x = int(torch.randint(img.shape[2] - hr_patch + 1, (1,), generator=g))
+                crops.append(img[:, y:y + hr_patch, x:x + hr_patch])
+            return torch.stack(crops)
+
+    return PhotoPatches()
+
+
+def batch(data, k, batch_size):
+    "Batch `k`: items k*batch_size ... of `data`, stacked to (B, 2, 3, P, P); the same for every run and case."
+    import torch
+    return torch.stack([data[(k * batch_size + j) % len(data)] for j in range(batch_size)])
+
+
+def train_config(a, steps, **fields):
+    from blindsr.train import TrainConfig
+    return TrainConfig(epochs_encoder=0, epochs_joint=1, steps_per_epoch=max(1, steps), batch_size=a.batch_size,
+                       lr_joint=1e-4, progress=False, val_every=0, device=a.device, seed=a.seed, **fields)
+
+
+def sync(device):
+    import torch
+    if str(device).startswith('cuda'): torch.cuda.synchronize()
+
+
+def peak_memory_mb(device):
+    import torch
+    if str(device).startswith('cuda'): return round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_case(name, a):
+    "Time `a.warmup` (compiled: `a.compile_warmup`) then `a.steps` training steps of case `name`; return its result dict."
+    import torch
+    from blindsr.train import Trainer
+    res = {'case': name, 'device': a.device, 'threads': torch.get_num_threads()}
+    fields = CASES[name]
+    compiled = bool(fields.get('compile'))
+    warmup = a.compile_warmup if compiled else a.warmup
+    try: cfg = train_config(a, warmup + a.steps, **fields)
+    except TypeError as e: return {**res, 'status': 'skipped', 'reason': f"TrainConfig does not take it yet ({first_line(e)})"}
+    data = make_dataset(a.patch * SCALE, 4 * a.batch_size, a.seed)
+    batches = [batch(data, k, a.batch_size).to(a.device) for k in range(4)]
+    try:
+        with tempfile.TemporaryDirectory() as out_dir:
+            trainer = Trainer(a.model, a.model_kwargs, data, cfg, out_dir)
+            times = []
+            for i in range(warmup + a.steps):
+                sync(a.device); t0 = time.perf_counter()
+                out = trainer.train_step(batches[i % len(batches)])
+                sync(a.device); times.append(time.perf_counter() - t0)
+    except Exception as e:
+        return {**res, 'status': 'failed', 'reason': first_line(e)}
+    timed = times[warmup:]
+    res.update(status='ok', steps=a.steps, warmup=warmup, median_s=statistics.median(timed), mean_s=statistics.mean(timed),
+               first_step_s=times[0], loss=out['loss'], peak_mem_mb=peak_memory_mb(a.device))
+    if compiled:   # the first calls compile (and may recompile): their time over the steady step time
+        res['warmup_s'] = [round(t, 3) for t in times[:warmup]]
+        res['compile_s'] = sum(max(0.0, t - res['median_s']) for t in times[:warmup])
+    return res
+
+
+def count_flops(a):
+    "FLOPs of one eager fp32 training step (degradation, forward, backward; FlopCounterMode's matmul/conv count)."
+    from torch.utils.flop_counter import FlopCounterMode
+    from blindsr.train import Trainer
+    data = make_dataset(a.patch * SCALE, a.batch_size, a.seed)
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = Trainer(a.model, a.model_kwargs, data, train_config(a, 1, precision='fp32'), out_dir)
+        hr = batch(data, 0, a.batch_size).to(a.device)
+        with FlopCounterMode(display=False) as fc: trainer.train_step(hr)
+    return {'case': 'flops', 'flops_per_step': int(fc.get_total_flops()),
+            'params': sum(p.numel() for p in trainer.model.parameters())}
+
+
+def quality(a):
+    "PSNR-Y of fp32 and of bf16 training from one seed on the same batches, both evaluated in fp32."
+    import torch
+    from blindsr.degradations import DASRDegradation, quantize
+    from blindsr.metrics import psnr
+    from blindsr.train import Trainer
+    hr_patch = a.quality_patch * SCALE
+    data = make_dataset(hr_patch, a.quality_steps * a.batch_size, a.seed + 1)
+    val = photo(VAL_PHOTO)                                    # 400 x 600: six fixed 192x192 crops
+    hr_val = torch.stack([val[:, y:y + 192, x:x + 192] for y in (8, 200) for x in (8, 204, 400)])
+    lr_val, _ = DASRDegradation(SCALE, 'iso', sigma=1.2)(hr_val, generator=torch.Generator().manual_seed(a.seed))
+    res = {'case': 'quality', 'steps': a.quality_steps, 'lr_patch': a.quality_patch, 'model_kwargs': a.quality_model_kwargs,
+           'val': f"{len(hr_val)} crops of {VAL_PHOTO}, DASRDegradation(4, 'iso', sigma=1.2)"}
+    for precision in ('fp32', 'bf16'):
+        cfg = train_config(a, a.quality_steps, precision=precision)
+        with tempfile.TemporaryDirectory() as out_dir:
+            trainer = Trainer(a.model, a.quality_model_kwargs, data, cfg, out_dir)
+            for k in range(a.quality_steps): out = trainer.train_step(batch(data, k, a.batch_size))
+            model = trainer.model.eval()
+            with torch.no_grad():
+                sr = model(lr_val.to(a.device)).float().cpu()
+            res[f'psnr_{precision}'] = psnr(quantize(sr.clamp(0, 1)), hr_val, crop_border=SCALE,
+                                            test_y_channel=True, reduction='mean').item()
+            res[f'loss_{precision}'] = out['loss'] if a.quality_steps else float('nan')
+    res['diff_db'] = res['psnr_bf16'] - res['psnr_fp32']
+    res['pass'] = abs(res['diff_db']) <= QUALITY_TARGET_DB
+    return res
+
+
+def measure_peaks(a):
+    "Best-of-`reps` GFLOP/s of an n x n @ n x n matmul per dtype on the device (fp16 on CUDA only)."
+    import torch
+    n = a.peak_size or (8192 if a.device.startswith('cuda') else 2048)
+    dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+    if a.device.startswith('cuda'): dtypes['fp16'] = torch.float16
+    peaks = {'matmul_n': n}
+    for name, dt in dtypes.items():
+        x = torch.randn(n, n, device=a.device).to(dt)
+        y = torch.randn(n, n, device=a.device).to(dt)
+        x @ y; sync(a.device)                                 # warm-up
+        best = math.inf
+        for _ in range(a.peak_reps):
+            t0 = time.perf_counter(); x @ y; sync(a.device)
+            best = min(best, time.perf_counter() - t0)
+        peaks[name] = 2 * n ** 3 / best / 1e9
+        del x, y
+    return peaks
+
+
+def in_subprocess(case, argv):
+    "Run `--case case` in a fresh interpreter; its result dict (the last stdout line), or a failure record."
+    p = subprocess.run([sys.executable, __file__, *argv, '--case', case], capture_output=True, text=True)
+    lines = p.stdout.strip().splitlines()
+    try: return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        err = [l for l in p.stderr.strip().splitlines() if l.strip()]
+        return {'case': case, 'status': 'failed', 'reason': f"process exited {p.returncode}: {err[-1] if err else 'no output'}"}
+
+
+def fmt(v, spec, width):
+    return f"{v:{width}{spec}}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'-':>{width}s}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--cases', nargs='+', choices=list(CASES), default=None,
+                    help=f"cases to run (default: {' '.join(CPU_CASES)}; on cuda also fp16); fp32 is always run as the baseline")
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--threads', type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    ap.add_argument('--steps', type=int, default=10, help='timed steps per case')
+    ap.add_argument('--warmup', type=int, default=3, help='untimed steps before them')
+    ap.add_argument('--compile-warmup', type=int, default=None, help='untimed steps of the compiled case (default: --warmup + 3)')
+    ap.add_argument('--batch-size', type=int, default=4, help='images per batch (2 patches each)')
+    ap.add_argument('--patch', type=int, default=48, help='LR patch size (HR: x4)')
+    ap.add_argument('--model', default='dasr_x4', help='an x4 model name of blindsr.models')
+    ap.add_argument('--model-kwargs', type=json.loads, default={}, help="JSON keyword arguments of the timed model (default '{}': paper size)")
+    ap.add_argument('--peak-size', type=int, default=None, help='matmul size of the peak measurement (default 2048 CPU, 8192 CUDA)')
+    ap.add_argument('--peak-reps', type=int, default=5)
+    ap.add_argument('--quality-steps', type=int, default=200, help='training steps of the fp32-vs-bf16 quality check (0: skip it)')
+    ap.add_argument('--quality-patch', type=int, default=24, help='LR patch size of the quality check')
+    ap.add_argument('--quality-model-kwargs', type=json.loads, default={}, help="JSON keyword arguments of the quality check's model")
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--quick', action='store_true',
+                    help=f"smoke test: 2 steps, 1 warm-up, 3 quality steps, 512 matmul, model {json.dumps(QUICK_MODEL)} unless given")
+    ap.add_argument('--json', default=None, help='also write every result to this file')
+    ap.add_argument('--case', default=None, help=argparse.SUPPRESS)   # internal: one case (or flops/quality) in this process
+    a = ap.parse_args()
+    if a.quick:
+        a.steps, a.warmup, a.quality_steps, a.peak_reps = min(a.steps, 2), min(a.warmup, 1), min(a.quality_steps, 3), 2
+        a.peak_size = a.peak_size or 512
+        a.model_kwargs = a.model_kwargs or dict(QUICK_MODEL)
+        a.quality_model_kwargs = a.quality_model_kwargs or dict(QUICK_MODEL)
+    if a.compile_warmup is None: a.compile_warmup = a.warmup + 3
+    import torch
+    if a.threads: torch.set_num_threads(a.threads)
+
+    if a.case:                                                     # a child process: one JSON line
+        res = count_flops(a) if a.case == 'flops' else quality(a) if a.case == 'quality' else run_case(a.case, a)
+        print(json.dumps(res), flush=True)
+        return
+
+    cuda = a.device.startswith('cuda')
+    cases = a.cases or (CUDA_CASES if cuda else CPU_CASES)
+    if 'fp32' not in cases: cases = ['fp32', *cases]
+    argv = sys.argv[1:]
+    load = os.getloadavg()   # other work on the machine skews every timing: printed with the results
+    peaks = measure_peaks(a)
+    print(json.dumps({'case': 'peaks', **{k: round(v, 1) for k, v in peaks.items()}}), flush=True)
+    flops = in_subprocess('flops', argv)
+    print(json.dumps(flops), flush=True)
+    rows = []
+    for name in cases:
+        if name == 'fp16' and not cuda: r = {'case': name, 'status': 'skipped', 'reason': 'fp16 needs a CUDA device'}
+        else: r = in_subprocess(name, argv)
+        fl = flops.get('flops_per_step')
+        if r.get('status') == 'ok' and fl:
+            r['gflops'] = fl / r['median_s'] / 1e9
+            peak = peaks.get(DTYPE_OF[CASES[name]['precision']])
+            if peak: r['frac_peak'] = r['gflops'] / peak
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    qual = in_subprocess('quality', argv) if a.quality_steps > 0 else None
+    if qual: print(json.dumps(qual), flush=True)
+
+    base = next((r for r in rows if r['case'] == 'fp32' and r.get('status') == 'ok'), None)
+    for r in rows:
+        if base and r.get('status') == 'ok': r['speedup'] = base['median_s'] / r['median_s']
+    threads = next((r['threads'] for r in rows if 'threads' in r), torch.get_num_threads())
+    fl = flops.get('flops_per_step')
+    print(f"\nDASR x4 joint step, batch {a.batch_size} x 2 patches, LR {a.patch} (HR {a.patch * SCALE}), "
+          f"model {a.model} {json.dumps(a.model_kwargs)}, {a.device}, {threads} threads; "
+          + (f"{fl / 1e9:.1f} GFLOP/step (eager fp32, FlopCounterMode)" if fl else f"FLOP count failed: {flops.get('reason')}"))
+    print(f"load average before the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+    print(f"matmul peak ({peaks['matmul_n']}^3): " + ', '.join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items() if k != 'matmul_n'))
+    print(f"\n{'case':28s} {'status':>7s} {'median ms':>9s} {'mean ms':>8s} {'x fp32':>7s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}")
+    for r in rows:
+        pct = 100 * r['frac_peak'] if 'frac_peak' in r else None
+        print(f"{r['case']:28s} {r.get('status', '?'):>7s} {fmt(1e3 * r['median_s'] if 'median_s' in r else None, '.1f', 9)} "
+              f"{fmt(1e3 * r['mean_s'] if 'mean_s' in r else None, '.1f', 8)} {fmt(r.get('speedup'), '.2f', 7)} "
+              f"{fmt(r.get('gflops'), '.1f', 8)} {fmt(pct, '.1f', 7)} {fmt(r.get('compile_s'), '.1f', 9)}")
+    for r in rows:
+        if r.get('status') != 'ok': print(f"  {r['case']}: {r.get('status')}: {r.get('reason')}")
+
+    bf16 = [r for r in rows if r['case'].startswith('bf16') and 'speedup' in r]
+    if bf16:
+        best = max(bf16, key=lambda r: r['speedup'])
+        plain = next((r for r in bf16 if r['case'] == 'bf16'), None)
+        print(f"\ntarget bf16 >= {SPEEDUP_TARGET:g}x fp32: "
+              + (f"bf16 {plain['speedup']:.2f}x, " if plain else '')
+              + f"best {best['case']} {best['speedup']:.2f}x: {'PASS' if best['speedup'] >= SPEEDUP_TARGET else 'FAIL'}")
+    else: print(f"\ntarget bf16 >= {SPEEDUP_TARGET:g}x fp32: no bf16 case ran")
+    if qual and 'diff_db' in qual:
+        print(f"quality ({qual['steps']} steps, LR patch {qual['lr_patch']}, model {json.dumps(qual['model_kwargs'])}; "
+              f"PSNR-Y on {qual['val']}): fp32 {qual['psnr_fp32']:.3f} dB, bf16 {qual['psnr_bf16']:.3f} dB, "
+              f"diff {qual['diff_db']:+.3f} dB: target |diff| <= {QUALITY_TARGET_DB} dB {'PASS' if qual['pass'] else 'FAIL'}")
+    elif qual: print(f"quality check failed: {qual.get('reason')}")
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump({'args': {k: v for k, v in vars(a).items() if k != 'case'}, 'loadavg': load, 'peaks': peaks, 'flops': flops,
+                       'cases': rows, 'quality': qual}, f, indent=1)
+        print(f"results written to {a.json}")
+
+
+if __name__ == '__main__':
+    main()
