@@ -18,8 +18,9 @@ import torch
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'ensure_torchvision_importable', 'ImageFileError', 'CheckpointError',
-           'ImageInfo', 'read_image', 'atomic_write_bytes', 'write_image', 'image_to_tensor', 'tensor_to_image',
-           'rgb_to_ycbcr', 'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'default_device']
+           'ImageInfo', 'read_image', 'atomic_write_bytes', 'write_image', 'read_checkpoint', 'as_state_dict',
+           'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr', 'ycbcr_to_rgb', 'modcrop',
+           'seed_everything', 'default_device']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -154,7 +155,7 @@ def _to_gray(x: torch.Tensor) -> torch.Tensor:
     "ITU-R 601 luma, as Pillow converts RGB to L."
     return (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]) if x.shape[0] == 3 else x[:1]
 
-# %% ../nbs/00_core.ipynb #be6c4d11
+# %% ../nbs/00_core.ipynb #9812f563
 def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_depth: int | None = None,
                 quality: int = 95) -> Path:
     """Write float `img` ((C,H,W) or (H,W) in [0,1], C in 1,3,4) to `path`, as the same kind of file as `info` describes.
@@ -177,7 +178,7 @@ def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_dept
     alpha = img[3:] if img.shape[0] == 4 else info.alpha
     color = img[:3] if img.shape[0] == 4 else img
     if alpha is not None and alpha.shape[-2:] != color.shape[-2:]:  # e.g. an SR result: resize alpha with the image
-        alpha = torch.nn.functional.interpolate(alpha[None], size=color.shape[-2:], mode='bicubic', align_corners=False)[0]
+        alpha = torch.nn.functional.interpolate(alpha[None], size=color.shape[-2:], mode='bicubic', align_corners=False)[0].clamp(0, 1)
     gray = info.mode in ('L', 'LA')
     color = _to_gray(color) if gray else (color.expand(3, -1, -1) if color.shape[0] == 1 else color)
     if fmt in ('JPEG', 'BMP') or (fmt == 'WEBP' and alpha is None): alpha = None  # these cannot carry our alpha
@@ -200,6 +201,35 @@ def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_dept
     pil.save(buf, format=fmt, **kw)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+# %% ../nbs/00_core.ipynb #bcbbab17
+def read_checkpoint(path, what: str = 'checkpoint'):
+    "`torch.load(path, weights_only=True)` on the CPU; FileNotFoundError / CheckpointError naming the file (`what` it should be)."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such {what} file")
+    if path.is_dir(): raise CheckpointError(f"{path}: is a directory, not a {what} file")
+    if path.stat().st_size == 0: raise CheckpointError(f"{path}: not a readable PyTorch {what} (the file is empty)")
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [''])[0][:200]
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {why})") from None
+
+def as_state_dict(obj, path, wrappers=('state_dict',), prefixes=('module.', 'model.')) -> dict:
+    """The name -> tensor dict in a loaded checkpoint `obj` (read from `path`, for errors): taken from the first of
+    `wrappers` it holds, with a prefix of `prefixes` that every key shares removed."""
+    if isinstance(obj, dict):
+        for w in wrappers:
+            if isinstance(obj.get(w), dict): obj = obj[w]; break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise CheckpointError(f"{path}: expected a state dict (a non-empty dict of name -> tensor), got {type(obj).__name__}"
+                              + (f" with keys {list(obj)[:5]}" if isinstance(obj, dict) else ''))
+    for p in prefixes:   # DataParallel's or a wrapper module's prefix
+        if all(k.startswith(p) for k in obj): obj = {k[len(p):]: v for k, v in obj.items()}
+    return obj
+
+def read_state_dict(path, what: str = 'checkpoint', wrappers=('state_dict',), prefixes=('module.', 'model.')) -> dict:
+    "`as_state_dict(read_checkpoint(path, what), path, wrappers, prefixes)`."
+    return as_state_dict(read_checkpoint(path, what), path, wrappers, prefixes)
 
 # %% ../nbs/00_core.ipynb #8bb954a7
 def image_to_tensor(arr: np.ndarray) -> torch.Tensor:

@@ -14,21 +14,24 @@ import torch.nn as nn
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['is_distributed', 'world_size', 'rank', 'is_main_process', 'launched_by_torchrun', 'init_distributed', 'local_device',
+__all__ = ['is_distributed', 'launched_by_torchrun', 'world_size', 'rank', 'is_main_process', 'init_distributed', 'local_device',
            'gather_batch', 'rank_slice', 'average_gradients', 'mean_over_ranks', 'barrier']
 
-# %% ../nbs/05_distributed.ipynb #353fc7c6
+# %% ../nbs/05_distributed.ipynb #01ae25e5
 def is_distributed() -> bool:
     "True inside an initialised process group of more than one process."
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-def world_size() -> int: return dist.get_world_size() if is_distributed() else 1
-def rank() -> int: return dist.get_rank() if is_distributed() else 0
-def is_main_process() -> bool: return rank() == 0
-
 def launched_by_torchrun() -> bool:
     "True when the environment says this process is one of several started by torchrun (or another launcher)."
     return int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'RANK' in os.environ
+
+def world_size() -> int: return dist.get_world_size() if is_distributed() else 1
+def rank() -> int:
+    "This process's rank: from the process group, or from torchrun's environment before the group is joined."
+    if is_distributed(): return dist.get_rank()
+    return int(os.environ['RANK']) if launched_by_torchrun() else 0
+def is_main_process() -> bool: return rank() == 0
 
 def init_distributed(backend: str | None = None, timeout_minutes: float = 30) -> bool:
     """Join the process group described by torchrun's environment variables, once (later calls do nothing).

@@ -32,20 +32,19 @@ def blend_ramp(n: int, ramp: int, ramp_start: bool, ramp_end: bool) -> Tensor:
         if ramp_end: w[n - ramp:] = torch.minimum(w[n - ramp:], r.flip(0))
     return w
 
-# %% ../nbs/33_inference.ipynb #0d5a3c83
+# %% ../nbs/33_inference.ipynb #196bf579
 def _is_blind(model) -> bool:
     return hasattr(model, 'representation') and hasattr(model, 'sr_net') and hasattr(model, 'encoder')
 
 @torch.no_grad()
 def global_representation(model, lr: Tensor, crop: int = 96, grid: int = 4) -> Tensor | None:
     "The degradation representation of a whole LR image (1, 3, h, w): the mean over a grid of crops; None for spatial encoders."
-    fea = model.representation(lr[..., :min(crop, lr.shape[-2]), :min(crop, lr.shape[-1])], pooled=False)
-    if fea.ndim == 4: return None                                    # a map: per tile
     H, W = lr.shape[-2:]
-    ys = sorted({round(i * (H - min(crop, H)) / max(1, grid - 1)) for i in range(grid)}) if H > crop else [0]
-    xs = sorted({round(i * (W - min(crop, W)) / max(1, grid - 1)) for i in range(grid)}) if W > crop else [0]
-    feats = [model.representation(lr[..., y:y + crop, x:x + crop]) for y in ys for x in xs]
-    return torch.cat(feats).mean(0, keepdim=True)
+    ch, cw = min(crop, H), min(crop, W)
+    ys = sorted({round(i * (H - ch) / max(1, grid - 1)) for i in range(grid)})
+    xs = sorted({round(i * (W - cw) / max(1, grid - 1)) for i in range(grid)})
+    fea = model.representation(torch.cat([lr[..., y:y + ch, x:x + cw] for y in ys for x in xs]), pooled=False)  # one batch
+    return None if fea.ndim == 4 else fea.mean(0, keepdim=True)          # a spatial map: per tile instead
 
 # %% ../nbs/33_inference.ipynb #3f6cf619
 def bytes_per_lr_pixel(model: nn.Module, n_in: int = 3, element_size: int = 4, probe: int = 16) -> float:

@@ -47,14 +47,12 @@ def test_gradients_reach_the_generator_and_the_discriminator_only_in_its_step():
     assert all(p.grad is None for p in gen.parameters())
     assert any(not torch.equal(d_before[k], v) for k, v in pcl.discriminator.state_dict().items() if v.is_floating_point())
     d_grads = [p.grad.clone() for p in pcl.discriminator.parameters()]
-    d_weights = [p.detach().clone() for p in pcl.discriminator.parameters()]
     # generator step: the loss reaches every generator parameter and no discriminator parameter
     opt = torch.optim.SGD(gen.parameters(), lr=0.1)
     (F.l1_loss(sr, hr) + loss).backward()
     opt.step()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.parameters())
     assert all(torch.equal(g, p.grad) for g, p in zip(d_grads, pcl.discriminator.parameters()))
-    assert all(torch.equal(w, p) for w, p in zip(d_weights, pcl.discriminator.parameters()))
     assert all(p.requires_grad for p in pcl.discriminator.parameters())   # unfrozen again for the next D step
     # and the contrastive gradient alone is non-zero at the generator
     gen.zero_grad()
@@ -92,7 +90,7 @@ def test_adversarial_loss_with_perceptual_weights(tmp_path):
     loss.backward()
     assert gen.weight.grad.abs().sum() > 0
     state = adv.training_state()
-    assert not any('features' in k and 'vgg' in k for k in state['discriminator'])
+    assert set(state) == {'discriminator', 'optimizer'}                    # the frozen VGG is not training state
     assert all(not k.startswith('vgg') for k in adv.state_dict())
 
 

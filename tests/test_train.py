@@ -94,7 +94,7 @@ def test_checkpoint_faults_name_the_file(tmp_path):
     last = tmp_path / 'run' / 'checkpoints' / 'last.pt'
     good = last.read_bytes()
     last.write_bytes(good[: len(good) // 2])
-    with pytest.raises(CheckpointError, match='last.pt: not a readable checkpoint'):
+    with pytest.raises(CheckpointError, match='last.pt: not a readable PyTorch checkpoint'):
         make_trainer(tmp_path / 'run').resume(last)
     save_checkpoint(last, {'format': 'blindsr-train-1', 'model_spec': {'name': 'other', 'kwargs': {}}})
     with pytest.raises(CheckpointError, match='last.pt: written for model'):

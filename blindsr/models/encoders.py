@@ -45,7 +45,7 @@ def dasr_encoder(width: int = 64, **kwargs) -> DegradationEncoder:
     "DASR's degradation encoder (paper size at `width=64`: 1,278,784 parameters, 256-d representation)."
     return DegradationEncoder(width=width, **kwargs)
 
-# %% ../../nbs/11_encoders.ipynb #60729d26
+# %% ../../nbs/11_encoders.ipynb #c7671d03
 class TimmDegradationEncoder(nn.Module):
     """A timm backbone (`arch`, features of stage `stage`) + global pooling + MLP head; `forward(x)` with `x` (B,3,H,W)
     in [0,1] returns `(fea, proj)`. `weights`: an optional state-dict file for the backbone (loaded with weights_only)."""
@@ -64,12 +64,8 @@ class TimmDegradationEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(self.fea_dim, proj_dim), nn.LeakyReLU(0.1, inplace=True), nn.Linear(proj_dim, proj_dim))
 
     def _load(self, path):
-        from pathlib import Path
-        path = Path(path)
-        if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
-        try: state = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f"{path}: not a readable state dict ({type(e).__name__})") from None
-        state = state.get('state_dict', state) if isinstance(state, dict) else state
+        from blindsr.core import read_state_dict
+        state = read_state_dict(path, 'weights', prefixes=('module.',))
         missing, _ = self.backbone.load_state_dict(state, strict=False)   # a classifier's head keys are simply unused
         if missing: raise ValueError(f"{path}: {len(missing)} backbone weights missing, e.g. {missing[:3]}")
 
