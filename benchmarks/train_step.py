@@ -10,18 +10,23 @@ leaks from one to the next):
 * bf16+channels_last+compile    ... channels_last=True, compile=True (compilation timed apart, as compile_s)
 * fp16                          TrainConfig(precision='fp16'), on --device cuda only
 
-A case whose TrainConfig field does not exist (TypeError) is reported as skipped; one that raises (e.g.
-torch.compile without a C compiler) as failed, with the exception's first line. Per case: median and mean step time
-after warm-up steps, the speed-up over fp32 measured in the same run, the achieved FLOP/s (FLOPs of one eager fp32
-step, counted once with torch.utils.flop_counter.FlopCounterMode) and its fraction of the matmul peak of the case's
-dtype (a large fp32 / bf16 matmul timed in the same run). Then a quality check: fp32 and bf16 trained from the same
-seed on the same batches (smaller LR patch --quality-patch, model size --quality-model-kwargs), evaluated in fp32 by
-PSNR-Y on LR/HR pairs (DASRDegradation(4, 'iso', sigma=1.2)) from a held-out photograph; target |difference| <= 0.05 dB.
+A case that raises (e.g. torch.compile without a C compiler) is reported as failed, with the exception's first
+line. Per case: median and mean step time after warm-up steps, the speed-up over fp32 measured in the same run, the
+achieved FLOP/s (FLOPs of one eager fp32 step, counted once with torch.utils.flop_counter.FlopCounterMode) and its
+fraction of the matmul peak of the case's dtype (a large fp32 / bf16 matmul timed in the same run).
+
+Then a paired quality check over --quality-seeds seeds (smaller LR patch --quality-patch, model --quality-model-kwargs):
+for each seed, fp32, fp32 started from weights one float32 ulp away, and --quality-case (bf16) train from the same
+initial weights on the same batches, and are evaluated in fp32 by PSNR-Y on LR/HR pairs (DASRDegradation(4, 'iso',
+sigma=1.2)) from a held-out photograph. What is evaluated is the EMA of the weights (--quality-ema 0.9, about the last
+10 steps): at 200 steps the PSNR of the last weights alone swings by up to 0.6 dB from one step to the next (two fp32
+runs one ulp apart: 26.94 and 26.33 dB), the EMA's by about 0.01 dB. That fp32-vs-fp32 drift is printed as the noise
+floor beside the bf16 difference. Target: the mean bf16 - fp32 difference over the seeds within 0.05 dB.
 Targets are reported as PASS/FAIL, never as an exit status. compile_s is the warm-up steps' time over the steady step
 time; inductor caches compiled code on disk (e.g. /tmp/torchinductor_$USER), so only a first run shows a cold compile. The patches are crops of scikit-image's photographs
 (astronaut, chelsea, rocket for training, coffee for validation), reproducible from the seed.
 
-Run: python benchmarks/train_step.py [--steps 10] [--warmup 3] [--threads N] [--cases fp32 bf16] [--json out.json]
+Run: python benchmarks/train_step.py [--malloc-default] [--steps 10] [--warmup 3] [--threads N] [--cases fp32 bf16] [--json out.json]
      python benchmarks/train_step.py --quick        (smoke test: 2 steps, a small model, 3 quality steps)
      python benchmarks/train_step.py --device cuda  (adds the fp16 case; timings synchronise the GPU)
 """
@@ -98,9 +103,10 @@ def batch(data, k, batch_size):
 
 
 def train_config(a, steps, **fields):
+    "The TrainConfig of every case: one joint epoch of `steps` steps, lr 1e-4, `fields` on top (they may replace the seed)."
     from blindsr.train import TrainConfig
-    return TrainConfig(epochs_encoder=0, epochs_joint=1, steps_per_epoch=max(1, steps), batch_size=a.batch_size,
-                       lr_joint=1e-4, progress=False, val_every=0, device=a.device, seed=a.seed, **fields)
+    return TrainConfig(**{**dict(epochs_encoder=0, epochs_joint=1, steps_per_epoch=max(1, steps), batch_size=a.batch_size,
+                                 lr_joint=1e-4, progress=False, val_every=0, device=a.device, seed=a.seed), **fields})
 
 
 def sync(device):
@@ -122,8 +128,7 @@ def run_case(name, a):
     fields = CASES[name]
     compiled = bool(fields.get('compile'))
     warmup = a.compile_warmup if compiled else a.warmup
-    try: cfg = train_config(a, warmup + a.steps, **fields)
-    except TypeError as e: return {**res, 'status': 'skipped', 'reason': f"TrainConfig does not take it yet ({first_line(e)})"}
+    cfg = train_config(a, warmup + a.steps, **fields)
     data = make_dataset(a.patch * SCALE, 4 * a.batch_size, a.seed)
     batches = [batch(data, k, a.batch_size).to(a.device) for k in range(4)]
     try:
@@ -158,33 +163,56 @@ def count_flops(a):
             'params': sum(p.numel() for p in trainer.model.parameters())}
 
 
-def quality(a):
-    "PSNR-Y of fp32 and of bf16 training from one seed on the same batches, both evaluated in fp32."
+def nudge_one_ulp(model):
+    "Move every floating-point weight of `model` one float32 ulp up: a perturbation at the level of fp32 rounding."
     import torch
-    from blindsr.degradations import DASRDegradation, quantize
+    with torch.no_grad():
+        for p in model.parameters(): p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+
+
+def quality_run(a, data, lr_val, hr_val, seed, variant):
+    """PSNR-Y on (lr_val, hr_val), evaluated in fp32, of the model after `a.quality_steps` steps of `variant`: 'fp32',
+    'fp32+ulp' (fp32 from weights one ulp away) or a bf16 case of CASES."""
+    import torch
+    from blindsr.degradations import quantize
     from blindsr.metrics import psnr
     from blindsr.train import Trainer
-    hr_patch = a.quality_patch * SCALE
-    data = make_dataset(hr_patch, a.quality_steps * a.batch_size, a.seed + 1)
+    fields = CASES['fp32'] if variant == 'fp32+ulp' else CASES[variant]
+    cfg = train_config(a, a.quality_steps, **fields, seed=seed, ema_decay=a.quality_ema or None)
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = Trainer(a.model, a.quality_model_kwargs, data, cfg, out_dir)
+        if variant == 'fp32+ulp': nudge_one_ulp(trainer.model)
+        for k in range(a.quality_steps): trainer.train_step(batch(data, k, a.batch_size))
+        model = trainer.inference_model()
+        with torch.no_grad(): sr = model(lr_val.to(a.device)).float().cpu()
+    return psnr(quantize(sr.clamp(0, 1)), hr_val, crop_border=SCALE, test_y_channel=True, reduction='mean').item()
+
+
+def quality(a):
+    """Paired quality check over `a.quality_seeds` seeds. Each seed trains fp32, the same fp32 run from weights one ulp
+    away (how far two fp32 runs drift apart from rounding alone: the noise floor), and `a.quality_case` (bf16), on the
+    same batches from the same initial weights. Returns PSNR-Y per run and the mean and standard error of the paired
+    differences bf16 - fp32 and fp32+ulp - fp32."""
+    import torch
+    from blindsr.degradations import DASRDegradation
     val = photo(VAL_PHOTO)                                    # 400 x 600: six fixed 192x192 crops
     hr_val = torch.stack([val[:, y:y + 192, x:x + 192] for y in (8, 200) for x in (8, 204, 400)])
     lr_val, _ = DASRDegradation(SCALE, 'iso', sigma=1.2)(hr_val, generator=torch.Generator().manual_seed(a.seed))
-    res = {'case': 'quality', 'steps': a.quality_steps, 'lr_patch': a.quality_patch, 'model_kwargs': a.quality_model_kwargs,
-           'val': f"{len(hr_val)} crops of {VAL_PHOTO}, DASRDegradation(4, 'iso', sigma=1.2)"}
-    for precision in ('fp32', 'bf16'):
-        cfg = train_config(a, a.quality_steps, precision=precision)
-        with tempfile.TemporaryDirectory() as out_dir:
-            trainer = Trainer(a.model, a.quality_model_kwargs, data, cfg, out_dir)
-            for k in range(a.quality_steps): out = trainer.train_step(batch(data, k, a.batch_size))
-            model = trainer.model.eval()
-            with torch.no_grad():
-                sr = model(lr_val.to(a.device)).float().cpu()
-            res[f'psnr_{precision}'] = psnr(quantize(sr.clamp(0, 1)), hr_val, crop_border=SCALE,
-                                            test_y_channel=True, reduction='mean').item()
-            res[f'loss_{precision}'] = out['loss'] if a.quality_steps else float('nan')
-    res['diff_db'] = res['psnr_bf16'] - res['psnr_fp32']
-    res['pass'] = abs(res['diff_db']) <= QUALITY_TARGET_DB
-    return res
+    variants = ['fp32', 'fp32+ulp', a.quality_case]
+    runs = []
+    for seed in range(a.seed, a.seed + a.quality_seeds):
+        data = make_dataset(a.quality_patch * SCALE, a.quality_steps * a.batch_size, seed + 1)
+        runs.append({'seed': seed, **{v: quality_run(a, data, lr_val, hr_val, seed, v) for v in variants}})
+    def summary(v):
+        d = [r[v] - r['fp32'] for r in runs]
+        return {'mean': statistics.mean(d), 'se': statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan, 'diffs': d}
+    bf16, floor = summary(a.quality_case), summary('fp32+ulp')
+    return {'case': 'quality', 'steps': a.quality_steps, 'lr_patch': a.quality_patch, 'model_kwargs': a.quality_model_kwargs,
+            'bf16_case': a.quality_case, 'ema_decay': a.quality_ema, 'runs': runs,
+            'val': f"{len(hr_val)} crops of {VAL_PHOTO}, DASRDegradation(4, 'iso', sigma=1.2)",
+            'diff_db': bf16['mean'], 'diff_se': bf16['se'], 'diffs': bf16['diffs'],
+            'floor_db': floor['mean'], 'floor_se': floor['se'], 'floor_abs': statistics.mean(abs(x) for x in floor['diffs']),
+            'pass': abs(bf16['mean']) <= QUALITY_TARGET_DB}
 
 
 def measure_peaks(a):
@@ -207,9 +235,15 @@ def measure_peaks(a):
     return peaks
 
 
-def in_subprocess(case, argv):
-    "Run `--case case` in a fresh interpreter; its result dict (the last stdout line), or a failure record."
-    p = subprocess.run([sys.executable, __file__, *argv, '--case', case], capture_output=True, text=True)
+# glibc malloc: keep freed blocks up to 32 MB in the heap and never trim it, instead of returning each large tensor's
+# memory to the kernel and faulting fresh pages in at the next step (what jemalloc/tcmalloc do for PyTorch on CPUs).
+# A training step allocates and frees hundreds of feature maps of 1-40 MB: 7% off the fp32 step, 10% off bf16's.
+MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 << 20), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30)}
+
+
+def in_subprocess(case, argv, env=None):
+    "Run `--case case` in a fresh interpreter (environment `env`); its result dict (the last stdout line), or a failure record."
+    p = subprocess.run([sys.executable, __file__, *argv, '--case', case], capture_output=True, text=True, env=env)
     lines = p.stdout.strip().splitlines()
     try: return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
@@ -235,18 +269,26 @@ def main():
     ap.add_argument('--model', default='dasr_x4', help='an x4 model name of blindsr.models')
     ap.add_argument('--model-kwargs', type=json.loads, default={}, help="JSON keyword arguments of the timed model (default '{}': paper size)")
     ap.add_argument('--peak-size', type=int, default=None, help='matmul size of the peak measurement (default 2048 CPU, 8192 CUDA)')
-    ap.add_argument('--peak-reps', type=int, default=5)
+    ap.add_argument('--peak-reps', type=int, default=10, help='matmuls timed per dtype; the best counts')
     ap.add_argument('--quality-steps', type=int, default=200, help='training steps of the fp32-vs-bf16 quality check (0: skip it)')
     ap.add_argument('--quality-patch', type=int, default=24, help='LR patch size of the quality check')
+    ap.add_argument('--quality-seeds', type=int, default=3, help='seeds of the quality check (each: fp32, fp32 one ulp away, bf16)')
+    ap.add_argument('--quality-case', default='bf16+channels_last', choices=[c for c in CASES if c.startswith('bf16')],
+                    help='the bf16 case the quality check trains')
+    ap.add_argument('--quality-ema', type=float, default=0.9,
+                    help='evaluate the EMA of the weights with this decay (0: the last weights; see the docstring)')
     ap.add_argument('--quality-model-kwargs', type=json.loads, default={}, help="JSON keyword arguments of the quality check's model")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--quick', action='store_true',
                     help=f"smoke test: 2 steps, 1 warm-up, 3 quality steps, 512 matmul, model {json.dumps(QUICK_MODEL)} unless given")
+    ap.add_argument('--malloc-default', action='store_true',
+                    help=f"run the cases with glibc's default malloc settings instead of {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
     ap.add_argument('--json', default=None, help='also write every result to this file')
     ap.add_argument('--case', default=None, help=argparse.SUPPRESS)   # internal: one case (or flops/quality) in this process
     a = ap.parse_args()
     if a.quick:
         a.steps, a.warmup, a.quality_steps, a.peak_reps = min(a.steps, 2), min(a.warmup, 1), min(a.quality_steps, 3), 2
+        a.quality_seeds = min(a.quality_seeds, 2)
         a.peak_size = a.peak_size or 512
         a.model_kwargs = a.model_kwargs or dict(QUICK_MODEL)
         a.quality_model_kwargs = a.quality_model_kwargs or dict(QUICK_MODEL)
@@ -266,12 +308,13 @@ def main():
     load = os.getloadavg()   # other work on the machine skews every timing: printed with the results
     peaks = measure_peaks(a)
     print(json.dumps({'case': 'peaks', **{k: round(v, 1) for k, v in peaks.items()}}), flush=True)
+    env = os.environ if a.malloc_default else {**os.environ, **MALLOC_ENV}   # the same for every case
     flops = in_subprocess('flops', argv)
     print(json.dumps(flops), flush=True)
     rows = []
     for name in cases:
         if name == 'fp16' and not cuda: r = {'case': name, 'status': 'skipped', 'reason': 'fp16 needs a CUDA device'}
-        else: r = in_subprocess(name, argv)
+        else: r = in_subprocess(name, argv, env)
         fl = flops.get('flops_per_step')
         if r.get('status') == 'ok' and fl:
             r['gflops'] = fl / r['median_s'] / 1e9
@@ -279,7 +322,7 @@ def main():
             if peak: r['frac_peak'] = r['gflops'] / peak
         rows.append(r)
         print(json.dumps(r), flush=True)
-    qual = in_subprocess('quality', argv) if a.quality_steps > 0 else None
+    qual = in_subprocess('quality', argv, env) if a.quality_steps > 0 else None
     if qual: print(json.dumps(qual), flush=True)
 
     base = next((r for r in rows if r['case'] == 'fp32' and r.get('status') == 'ok'), None)
@@ -290,7 +333,8 @@ def main():
     print(f"\nDASR x4 joint step, batch {a.batch_size} x 2 patches, LR {a.patch} (HR {a.patch * SCALE}), "
           f"model {a.model} {json.dumps(a.model_kwargs)}, {a.device}, {threads} threads; "
           + (f"{fl / 1e9:.1f} GFLOP/step (eager fp32, FlopCounterMode)" if fl else f"FLOP count failed: {flops.get('reason')}"))
-    print(f"load average before the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+    print(f"load average before the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs; malloc: "
+          + ('glibc defaults' if a.malloc_default else ' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())))
     print(f"matmul peak ({peaks['matmul_n']}^3): " + ', '.join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items() if k != 'matmul_n'))
     print(f"\n{'case':28s} {'status':>7s} {'median ms':>9s} {'mean ms':>8s} {'x fp32':>7s} {'GFLOP/s':>8s} {'% peak':>7s} {'compile s':>9s}")
     for r in rows:
@@ -310,13 +354,22 @@ def main():
               + f"best {best['case']} {best['speedup']:.2f}x: {'PASS' if best['speedup'] >= SPEEDUP_TARGET else 'FAIL'}")
     else: print(f"\ntarget bf16 >= {SPEEDUP_TARGET:g}x fp32: no bf16 case ran")
     if qual and 'diff_db' in qual:
-        print(f"quality ({qual['steps']} steps, LR patch {qual['lr_patch']}, model {json.dumps(qual['model_kwargs'])}; "
-              f"PSNR-Y on {qual['val']}): fp32 {qual['psnr_fp32']:.3f} dB, bf16 {qual['psnr_bf16']:.3f} dB, "
-              f"diff {qual['diff_db']:+.3f} dB: target |diff| <= {QUALITY_TARGET_DB} dB {'PASS' if qual['pass'] else 'FAIL'}")
+        print(f"\nquality: {qual['steps']} steps, LR patch {qual['lr_patch']}, model {json.dumps(qual['model_kwargs'])}, "
+              f"{len(qual['runs'])} seeds; PSNR-Y (dB) on {qual['val']}"
+              + (f", EMA {qual['ema_decay']} of the weights" if qual['ema_decay'] else ''))
+        print(f"{'seed':>6s} {'fp32':>8s} {'fp32+ulp':>9s} {qual['bf16_case']:>20s} {'ulp - fp32':>11s} {'bf16 - fp32':>12s}")
+        for r in qual['runs']:
+            print(f"{r['seed']:6d} {r['fp32']:8.3f} {r['fp32+ulp']:9.3f} {r[qual['bf16_case']]:20.3f} "
+                  f"{r['fp32+ulp'] - r['fp32']:+11.3f} {r[qual['bf16_case']] - r['fp32']:+12.3f}")
+        print(f"noise floor (fp32 one ulp away - fp32): mean {qual['floor_db']:+.3f} dB (SE {qual['floor_se']:.3f}), "
+              f"mean |difference| {qual['floor_abs']:.3f} dB")
+        print(f"bf16 - fp32: mean {qual['diff_db']:+.3f} dB (SE {qual['diff_se']:.3f}): "
+              f"target |mean| <= {QUALITY_TARGET_DB} dB {'PASS' if qual['pass'] else 'FAIL'}")
     elif qual: print(f"quality check failed: {qual.get('reason')}")
     if a.json:
         with open(a.json, 'w') as f:
-            json.dump({'args': {k: v for k, v in vars(a).items() if k != 'case'}, 'loadavg': load, 'peaks': peaks, 'flops': flops,
+            json.dump({'args': {k: v for k, v in vars(a).items() if k != 'case'}, 'loadavg': load,
+                   'malloc_env': {} if a.malloc_default else MALLOC_ENV, 'peaks': peaks, 'flops': flops,
                        'cases': rows, 'quality': qual}, f, indent=1)
         print(f"results written to {a.json}")
 

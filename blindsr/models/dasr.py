@@ -24,7 +24,7 @@ from .moco import MoCo
 __all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DASpatialFusion', 'DABlock', 'DAGroup', 'DASR', 'BlindSR',
            'build_blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4', 'load_official_dasr']
 
-# %% ../../nbs/12_dasr.ipynb #385fbd28
+# %% ../../nbs/12_dasr.ipynb #d477f4fc
 class DAChannelModulation(nn.Module):
     """The channel branch of a DA convolution: `x * sigmoid(conv(lrelu(conv(rep))))`, one weight per channel and image,
     computed from the representation `rep` (B, rep_dim). 1x1 convolutions (official layout `conv_du.{0,2}`)."""
@@ -34,7 +34,26 @@ class DAChannelModulation(nn.Module):
         self.conv_du = nn.Sequential(nn.Conv2d(rep_dim, rep_dim // reduction, 1, bias=False), nn.LeakyReLU(0.1, inplace=True),
                                      nn.Conv2d(rep_dim // reduction, channels, 1, bias=False), nn.Sigmoid())
 
-    def forward(self, x: Tensor, rep: Tensor) -> Tensor: return x * self.conv_du(rep[:, :, None, None])
+    def gate(self, rep: Tensor) -> Tensor:
+        "The per-channel weights (B, channels) in (0, 1): the two 1x1 convolutions of a vector, as matrix products."
+        hidden = F.leaky_relu(F.linear(rep, self.conv_du[0].weight.flatten(1)), 0.1)
+        return torch.sigmoid(F.linear(hidden, self.conv_du[2].weight.flatten(1)))
+
+    def forward(self, x: Tensor, rep: Tensor) -> Tensor: return x * self.gate(rep)[:, :, None, None]
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+class _NCHW(torch.autograd.Function):
+    "`x.contiguous()` whose gradient goes back in `x`'s own memory format (see the text above)."
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.channels_last = _is_channels_last(x)
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
 
 class DAConv(nn.Module):
     "Degradation-aware convolution: per-image depthwise kernels predicted from `rep`, then 1x1 conv, plus channel modulation."
@@ -55,10 +74,13 @@ class DAConv(nn.Module):
     def forward(self, x: Tensor, rep: Tensor) -> Tensor:
         b, c, h, w = x.shape
         if rep.shape[0] != b: raise ValueError(f"DAConv: {b} feature maps but {rep.shape[0]} representations")
-        kernels = self.predicted_kernels(rep).reshape(b * c, 1, self.kernel_size, self.kernel_size)
-        out = F.conv2d(x.reshape(1, b * c, h, w), kernels, groups=b * c, padding=self.kernel_size // 2)
-        out = self.conv(F.leaky_relu(out, 0.1).reshape(b, c, h, w))
-        return out + self.ca(x, rep)
+        with torch.autocast(x.device.type, enabled=False):   # (B, rep_dim) products: fp32 is faster and exact
+            kernels = self.predicted_kernels(rep.float()).reshape(b * c, 1, self.kernel_size, self.kernel_size)
+            gate = self.ca.gate(rep.float())[:, :, None, None].to(x.dtype)
+        out = F.conv2d(_NCHW.apply(x).view(1, b * c, h, w), kernels, groups=b * c, padding=self.kernel_size // 2)
+        out = F.leaky_relu(out, 0.1, inplace=True).view(b, c, h, w)   # in place: a convolution's backward needs no output
+        if _is_channels_last(x): out = out.contiguous(memory_format=torch.channels_last)
+        return torch.addcmul(self.conv(out), x, gate)   # conv(out) + ca(x, rep), in one pass
 
 # %% ../../nbs/12_dasr.ipynb #783835a1
 class DACrossAttention(nn.Module):
@@ -115,7 +137,7 @@ class DASpatialFusion(nn.Module):
         pooled = rep.mean((2, 3), keepdim=True) if rep.ndim == 4 else rep[:, :, None, None]
         return self.conv(F.leaky_relu(mixed, 0.1)) + x * self.gate(pooled)
 
-# %% ../../nbs/12_dasr.ipynb #116cdae6
+# %% ../../nbs/12_dasr.ipynb #dee22126
 class DABlock(nn.Module):
     "DA block: DA conv, LReLU, conv, LReLU, DA conv, LReLU, conv, plus the input."
     def __init__(self, n_feats: int = 64, rep_dim: int = 64, kernel_size: int = 3, reduction: int = 8, conv=default_conv,
@@ -131,9 +153,10 @@ class DABlock(nn.Module):
         self.conv2 = conv(n_feats, n_feats, kernel_size)
 
     def forward(self, x: Tensor, rep: Tensor) -> Tensor:
-        out = F.leaky_relu(self.da_conv1(x, rep), 0.1)
-        out = F.leaky_relu(self.conv1(out), 0.1)
-        out = F.leaky_relu(self.da_conv2(out, rep), 0.1)
+        # in place: each activation acts on a fresh output whose producer (a sum, a convolution) needs no output backwards
+        out = F.leaky_relu(self.da_conv1(x, rep), 0.1, inplace=True)
+        out = F.leaky_relu(self.conv1(out), 0.1, inplace=True)
+        out = F.leaky_relu(self.da_conv2(out, rep), 0.1, inplace=True)
         return self.conv2(out) + x
 
 class DAGroup(nn.Module):

@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end in their --quick smoke mode and report what they claim to measure. No timing
+is asserted here (timings live in the scripts' own output, as ratios against a baseline measured in the same run)."""
+import json
+import math
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+import train_step   # noqa: E402
+
+
+def test_nudge_one_ulp_moves_every_weight_by_exactly_one_ulp():
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in m.parameters()]
+    train_step.nudge_one_ulp(m)
+    for b, p in zip(before, m.parameters()):
+        assert torch.equal(p.detach(), torch.nextafter(b, torch.full_like(b, math.inf)))
+        assert (p.detach() > b).all()
+
+
+def test_train_step_quick(tmp_path):
+    out = tmp_path / 'train_step.json'
+    p = subprocess.run([sys.executable, 'benchmarks/train_step.py', '--quick', '--cases', 'fp32', 'bf16+channels_last',
+                        '--threads', '1', '--json', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    cases = {c['case']: c for c in r['cases']}
+    assert set(cases) == {'fp32', 'bf16+channels_last'} and all(c['status'] == 'ok' for c in cases.values()), cases
+    assert cases['fp32']['speedup'] == 1.0 and cases['bf16+channels_last']['speedup'] > 0
+    assert r['flops']['flops_per_step'] > 0 and 0 < cases['fp32']['frac_peak'] and r['peaks']['bf16'] > 0
+    q = r['quality']
+    assert [run['seed'] for run in q['runs']] == [0, 1] and q['bf16_case'] == 'bf16+channels_last'
+    for run in q['runs']: assert all(math.isfinite(run[k]) for k in ('fp32', 'fp32+ulp', 'bf16+channels_last'))
+    assert math.isclose(q['diff_db'], sum(run['bf16+channels_last'] - run['fp32'] for run in q['runs']) / 2)
+    assert q['pass'] == (abs(q['diff_db']) <= 0.05)
+    assert 'target bf16 >= 2x fp32' in p.stdout and 'noise floor' in p.stdout and 'bf16 - fp32: mean' in p.stdout
