@@ -286,6 +286,9 @@ def main():
     ap.add_argument('--json', default=None, help='also write every result to this file')
     ap.add_argument('--case', default=None, help=argparse.SUPPRESS)   # internal: one case (or flops/quality) in this process
     a = ap.parse_args()
+    if a.quality_seeds < 1: ap.error(f"--quality-seeds must be at least 1, got {a.quality_seeds}")
+    if not 0 <= a.quality_ema < 1: ap.error(f"--quality-ema must be in [0, 1), got {a.quality_ema}")
+    if a.quality_steps < 0: ap.error(f"--quality-steps must be 0 (no quality check) or more, got {a.quality_steps}")
     if a.quick:
         a.steps, a.warmup, a.quality_steps, a.peak_reps = min(a.steps, 2), min(a.warmup, 1), min(a.quality_steps, 3), 2
         a.quality_seeds = min(a.quality_seeds, 2)

@@ -135,27 +135,31 @@ def load_udl_h5(path) -> dict[str, Tensor]:
         if missing: raise KeyError(f"{path}: no dataset {missing} (has {sorted(f)}); expected UDL's GT, HSI_up, LRHSI, RGB")
         return {k: torch.from_numpy(np.asarray(f[k], dtype=np.float32)) for k in ('GT', 'HSI_up', 'LRHSI', 'RGB') if k in f}
 
-# %% ../nbs/34_hsi.ipynb #9b454ab7
+# %% ../nbs/34_hsi.ipynb #b539fb68
 def download_cave(root=None, url: str = CAVE_URL, min_scenes: int = 31, retries: int = 3, timeout: float = 60.0,
                   keep_archive: bool = False, verbose: bool = True) -> Path:
     """Download and unpack CAVE into `root/CAVE` (default root: `blindsr.data.default_data_root()`) and return that
     folder (read it with `find_cave_scenes`). Idempotent; the archive must hold at least `min_scenes` scenes."""
     import os, shutil, tempfile
-    from blindsr.data import DownloadError, default_data_root, extract_archive, fetch
+    from blindsr.data import DownloadError, _file_lock, default_data_root, extract_archive, fetch
     root = Path(root) if root is not None else default_data_root()
     final = root / 'CAVE'
     if final.is_dir(): return final
-    root.mkdir(parents=True, exist_ok=True)
-    archive = fetch(url, root / '.downloads' / url.rsplit('/', 1)[-1], retries=retries, timeout=timeout, verbose=verbose)
-    tmp = Path(tempfile.mkdtemp(prefix='.CAVE.unpack-', dir=root))
-    try:
-        extract_archive(archive, tmp)
-        try: n = len(find_cave_scenes(tmp))
-        except FileNotFoundError: n = 0
-        if n < min_scenes: raise DownloadError(f"{archive} (from {url}): {n} CAVE scenes inside, expected at least {min_scenes}")
-        os.replace(tmp, final)                 # one rename: the folder is complete or absent
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    if not keep_archive: archive.unlink(missing_ok=True)
+    downloads = root / '.downloads'
+    downloads.mkdir(parents=True, exist_ok=True)
+    # one installer at a time (as blindsr.data.download): a second process waits, then finds the folder in place
+    with _file_lock(downloads / 'CAVE.install.lock'):
+        if final.is_dir(): return final
+        archive = fetch(url, downloads / url.rsplit('/', 1)[-1], retries=retries, timeout=timeout, verbose=verbose)
+        tmp = Path(tempfile.mkdtemp(prefix='.CAVE.unpack-', dir=root))
+        try:
+            extract_archive(archive, tmp)
+            try: n = len(find_cave_scenes(tmp))
+            except FileNotFoundError: n = 0
+            if n < min_scenes: raise DownloadError(f"{archive} (from {url}): {n} CAVE scenes inside, expected at least {min_scenes}")
+            os.replace(tmp, final)                 # one rename: the folder is complete or absent
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+        if not keep_archive: archive.unlink(missing_ok=True)
     return final
 
 # %% ../nbs/34_hsi.ipynb #11100f1e

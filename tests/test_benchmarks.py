@@ -38,3 +38,11 @@ def test_train_step_quick(tmp_path):
     assert math.isclose(q['diff_db'], sum(run['bf16+channels_last'] - run['fp32'] for run in q['runs']) / 2)
     assert q['pass'] == (abs(q['diff_db']) <= 0.05)
     assert 'target bf16 >= 2x fp32' in p.stdout and 'noise floor' in p.stdout and 'bf16 - fp32: mean' in p.stdout
+
+
+def test_train_step_rejects_bad_quality_arguments():
+    for args, msg in [(['--quality-seeds', '0'], '--quality-seeds must be at least 1'),
+                      (['--quality-ema', '1.5'], '--quality-ema must be in [0, 1)'),
+                      (['--quality-steps', '-3'], '--quality-steps must be 0')]:
+        p = subprocess.run([sys.executable, 'benchmarks/train_step.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and msg in p.stderr, (args, p.stderr[-500:])

@@ -318,3 +318,20 @@ def test_download_cave_offline_names_the_address_and_leaves_nothing(server, tmp_
     with pytest.raises(DownloadError, match='1 CAVE scenes inside, expected at least 31'):
         download_cave(tmp_path, url=small, verbose=False)
     assert not (tmp_path / 'CAVE').exists()
+
+
+def test_download_cave_concurrent_calls_install_once(server, tmp_path):
+    "Two downloads at once (threads here; processes alike, the lock is flock): one installs, the other waits and finds it."
+    import threading
+    from blindsr.hsi import download_cave, find_cave_scenes
+    url = server.add('/complete_ms_data.zip', _cave_zip(['balloons', 'beads']))
+    results, errors = [], []
+    def call():
+        try: results.append(download_cave(tmp_path, url=url, min_scenes=2, verbose=False))
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads: t.start()
+    for t in threads: t.join(timeout=60)
+    assert not errors, errors
+    assert results == [tmp_path / 'CAVE'] * 3 and sorted(find_cave_scenes(tmp_path / 'CAVE')) == ['balloons', 'beads']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.CAVE')]
