@@ -19,8 +19,8 @@ from .inference import PRECISIONS, auto_tile, upscale
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'load_model', 'expand_inputs', 'upscale_file', 'main', 'notebook_code_until_training',
-           'run_notebook_worker']
+__all__ = ['IMAGE_SUFFIXES', 'load_model', 'expand_inputs', 'upscale_file', 'main', 'NotebookError', 'notebook_code_until',
+           'notebook_code_until_training', 'run_notebook_code', 'run_notebook_worker']
 
 # %% ../nbs/40_cli.ipynb #53b46c8a
 def load_model(checkpoint, model: str | None = None, scale: int | None = None):
@@ -66,7 +66,7 @@ def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -
     dst.parent.mkdir(parents=True, exist_ok=True)
     return write_image(dst, sr, info)
 
-# %% ../nbs/40_cli.ipynb #8c772d1e
+# %% ../nbs/40_cli.ipynb #ea6e7614
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='blindsr', description="blindsr: blind super-resolution from the command line.")
     sub = ap.add_subparsers(dest='command', required=True)
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         try:
             upscale_file(net, src, dst, args.overwrite, tile=args.tile, overlap=args.overlap, pad=args.pad,
                          precision=args.precision, device=device, channels_last=args.channels_last,
-                         memory_budget=args.memory_budget * 2 ** 20, progress=not args.quiet)
+                         progress=not args.quiet)
             if not args.quiet: print(f"[{i}/{len(files)}] {src} -> {dst}")
         except (ImageFileError, FileExistsError, FileNotFoundError, OSError, ValueError, RuntimeError) as e:
             failed.append(src)
@@ -134,29 +134,43 @@ def main(argv=None) -> int:
     if failed: print(f"blindsr: {len(failed)} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
-# %% ../nbs/40_cli.ipynb #02a1ab1a
-def notebook_code_until_training(notebook) -> list[str]:
-    "The code cells of `notebook` up to and including the first that calls `.fit(` (the parameters cell first)."
+# %% ../nbs/40_cli.ipynb #7dd6f0b4
+class NotebookError(ValueError):
+    "An experiment notebook that cannot be run as asked (e.g. no training cell for the other ranks to run)."
+
+def notebook_code_until(notebook, marker: str) -> list[str] | None:
+    "The code cells of `notebook` up to and including the first containing `marker` (the parameters cell first); None if none does."
     import json
     cells = [''.join(c['source']) for c in json.loads(Path(notebook).read_text())['cells'] if c['cell_type'] == 'code']
     for i, src in enumerate(cells):
-        if '.fit(' in src: return cells[:i + 1]
-    raise ValueError(f"{notebook}: no code cell calls .fit(; it cannot be run on several processes")
+        if marker in src: return cells[:i + 1]
+    return None
+
+def notebook_code_until_training(notebook) -> list[str]:
+    "The code cells of `notebook` up to and including the first that calls `.fit(` (the parameters cell first)."
+    cells = notebook_code_until(notebook, '.fit(')
+    if cells is None: raise NotebookError(f"{notebook}: no code cell calls .fit(; it cannot be run on several processes")
+    return cells
+
+def run_notebook_code(cells: list[str], parameters: dict, cwd, name: str = 'notebook') -> dict:
+    """Execute code `cells` in this process and folder `cwd` as papermill would: the parameters cell, then
+    `parameters` injected, then the rest (IPython magics skipped). Returns the namespace."""
+    ns, old = {'__name__': '__main__'}, os.getcwd()
+    os.chdir(cwd)
+    try:
+        exec(compile(cells[0], f'{name}:parameters', 'exec'), ns)
+        ns.update(parameters)
+        for i, src in enumerate(cells[1:], 1):
+            if src.lstrip().startswith(('%', '!')): continue   # IPython magics: not Python, nothing to train
+            exec(compile(src, f'{name}:cell{i}', 'exec'), ns)
+    finally: os.chdir(old)
+    return ns
 
 def run_notebook_worker(notebook, parameters: dict, cwd=None):
     "Execute `notebook`'s code up to its training cell in this process, with `parameters` injected (a DDP rank > 0)."
     import matplotlib
     matplotlib.use('Agg')
-    cells = notebook_code_until_training(notebook)
-    ns, old = {'__name__': '__main__'}, os.getcwd()
-    os.chdir(cwd or Path(notebook).parent)
-    try:
-        exec(compile(cells[0], f'{notebook}:parameters', 'exec'), ns)
-        ns.update(parameters)
-        for i, src in enumerate(cells[1:], 1):
-            if src.lstrip().startswith(('%', '!')): continue   # IPython magics: not Python, nothing to train
-            exec(compile(src, f'{notebook}:cell{i}', 'exec'), ns)
-    finally: os.chdir(old)
+    run_notebook_code(notebook_code_until_training(notebook), parameters, cwd or Path(notebook).parent, str(notebook))
 
 def _experiment_command(args) -> int:
     import yaml
@@ -172,9 +186,7 @@ def _experiment_command(args) -> int:
             import papermill as pm
             pm.execute_notebook(str(nb), args.output, parameters=params, cwd=str(args.cwd or nb.parent),
                                 kernel_name='python3', progress_bar=False)
-    except ValueError as e:
-        if 'no code cell calls' in str(e): print(f"blindsr: error: {e}", file=sys.stderr); return 2
-        print(f"blindsr: {nb} failed: {e}", file=sys.stderr); return 1
+    except NotebookError as e: print(f"blindsr: error: {e}", file=sys.stderr); return 2
     except Exception as e:   # papermill's execution error names the cell and the exception
         print(f"blindsr: {nb} failed{f' on rank {rank()}' if worker else ''}: {str(e)[-2000:]}", file=sys.stderr)
         return 1

@@ -183,7 +183,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #aca21fce
+# %% ../nbs/30_train.ipynb #62c1dea6
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss', 'loss_sr', 'loss_contrast', 'contrast_acc', 'loss_aux', 'loss_d',
               'val_psnr', 'seconds')
 
@@ -244,9 +244,12 @@ class Trainer:
                                           find_unused_parameters=self.blind and self.cfg.epochs_encoder > 0)  # phase 1: SR net idle
         return torch.compile(net) if self.cfg.compile else net
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last and x.ndim == 4 else x
+    def _layout(self, x):
+        "`x` in the model's memory format: a 4-D tensor channels-last when `cfg.channels_last`; anything else as is."
+        if self.cfg.channels_last and isinstance(x, torch.Tensor) and x.ndim == 4: return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor: return self._layout(x.to(self.device, non_blocking=True))
 
     @property
     def epoch(self) -> int: return self.step // self.steps_per_epoch
@@ -358,9 +361,7 @@ class Trainer:
             if len(rest) > 1: keys = rest                      # multi-crop: a list, one tensor per crop size
             elif rest[0].shape[1] == 1: keys = rest[0][:, 0]   # one positive (B, 3, h, w): DASR's setting
             else: keys = rest[0]                               # several positives of one size (B, P, 3, h, w)
-            if self.cfg.channels_last:                         # (B, P, ...) views are flattened to 4-D by the encoder
-                query = query.contiguous(memory_format=torch.channels_last) if query.ndim == 4 else query
-                keys = keys.contiguous(memory_format=torch.channels_last) if isinstance(keys, torch.Tensor) and keys.ndim == 4 else keys
+            query, keys = self._layout(query), self._layout(keys)   # (B, P, ...) views are flattened to 4-D by the encoder
             loss_aux, logs = None, {}
             if phase == 'encoder':
                 _, a, b = self.net(query, keys, encoder_only=True)

@@ -23,20 +23,10 @@ def check_parameters(name, upto='def bad(', **params):
 
     A kernel costs ~8 s to start; the checks of every bad value are exercised this way, and one case per notebook
     still goes through papermill (`run_experiment`) to show the error reaches the user there too."""
-    import os
-    cells = [''.join(c['source']) for c in json.loads((EXPERIMENTS / f'{name}.ipynb').read_text())['cells']
-             if c['cell_type'] == 'code']
-    ns, cwd = {'__name__': '__main__'}, os.getcwd()
-    os.chdir(EXPERIMENTS)
-    try:
-        exec(compile(cells[0], f'{name}.ipynb:parameters', 'exec'), ns)
-        ns.update(params)
-        for i, src in enumerate(cells[1:], 1):
-            exec(compile(src, f'{name}.ipynb:cell{i}', 'exec'), ns)
-            if upto in src: return ns
-    finally:
-        os.chdir(cwd)
-    raise AssertionError(f'{name}: no code cell contains {upto!r}')
+    from blindsr.cli import notebook_code_until, run_notebook_code
+    cells = notebook_code_until(EXPERIMENTS / f'{name}.ipynb', upto)
+    if cells is None: raise AssertionError(f'{name}: no code cell contains {upto!r}')
+    return run_notebook_code(cells, params, EXPERIMENTS, f'{name}.ipynb')
 
 
 @pytest.mark.parametrize('path', sorted(EXPERIMENTS.glob('*.ipynb')), ids=lambda p: p.stem)
