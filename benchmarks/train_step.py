@@ -53,7 +53,8 @@ CUDA_CASES = CPU_CASES + ['fp16']
 DTYPE_OF = {'fp32': 'fp32', 'bf16': 'bf16', 'fp16': 'fp16'}   # precision -> the matmul peak it is compared with
 SCALE = 4
 TRAIN_PHOTOS, VAL_PHOTO = ('astronaut', 'chelsea', 'rocket'), 'coffee'
-QUICK_MODEL = {'n_feats': 16, 'n_groups': 1, 'n_blocks': 1, 'width': 8, 'K': 64}
+QUICK_MODEL = {'n_feats': 16, 'n_groups': 1, 'n_blocks': 1, 'width': 8}
+QUICK_QUEUE = 64   # MoCo queue of the --quick model (the paper's: 8192)
 QUALITY_TARGET_DB, SPEEDUP_TARGET = 0.05, 2.0
 
 
@@ -109,6 +110,16 @@ def train_config(a, steps, **fields):
                                  lr_joint=1e-4, progress=False, val_every=0, device=a.device, seed=a.seed), **fields})
 
 
+def make_trainer(a, model_kwargs, data, cfg, out_dir):
+    "The timed run: `a.model` with `model_kwargs` trained by DASR's method (MoCo queue `a.queue`), initial weights from the seed."
+    import torch
+    from blindsr.methods import DASRMethod
+    from blindsr.models import create_model
+    from blindsr.train import Trainer
+    torch.manual_seed(cfg.seed)
+    return Trainer(DASRMethod(create_model(a.model, **model_kwargs), K=a.queue), data, cfg, out_dir)
+
+
 def sync(device):
     import torch
     if str(device).startswith('cuda'): torch.cuda.synchronize()
@@ -123,7 +134,6 @@ def peak_memory_mb(device):
 def run_case(name, a):
     "Time `a.warmup` (compiled: `a.compile_warmup`) then `a.steps` training steps of case `name`; return its result dict."
     import torch
-    from blindsr.train import Trainer
     res = {'case': name, 'device': a.device, 'threads': torch.get_num_threads()}
     fields = CASES[name]
     compiled = bool(fields.get('compile'))
@@ -133,7 +143,7 @@ def run_case(name, a):
     batches = [batch(data, k, a.batch_size).to(a.device) for k in range(4)]
     try:
         with tempfile.TemporaryDirectory() as out_dir:
-            trainer = Trainer(a.model, a.model_kwargs, data, cfg, out_dir)
+            trainer = make_trainer(a, a.model_kwargs, data, cfg, out_dir)
             times = []
             for i in range(warmup + a.steps):
                 sync(a.device); t0 = time.perf_counter()
@@ -153,10 +163,9 @@ def run_case(name, a):
 def count_flops(a):
     "FLOPs of one eager fp32 training step (degradation, forward, backward; FlopCounterMode's matmul/conv count)."
     from torch.utils.flop_counter import FlopCounterMode
-    from blindsr.train import Trainer
     data = make_dataset(a.patch * SCALE, a.batch_size, a.seed)
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = Trainer(a.model, a.model_kwargs, data, train_config(a, 1, precision='fp32'), out_dir)
+        trainer = make_trainer(a, a.model_kwargs, data, train_config(a, 1, precision='fp32'), out_dir)
         hr = batch(data, 0, a.batch_size).to(a.device)
         with FlopCounterMode(display=False) as fc: trainer.train_step(hr)
     return {'case': 'flops', 'flops_per_step': int(fc.get_total_flops()),
@@ -176,11 +185,10 @@ def quality_run(a, data, lr_val, hr_val, seed, variant):
     import torch
     from blindsr.degradations import quantize
     from blindsr.metrics import psnr
-    from blindsr.train import Trainer
     fields = CASES['fp32'] if variant == 'fp32+ulp' else CASES[variant]
     cfg = train_config(a, a.quality_steps, **fields, seed=seed, ema_decay=a.quality_ema or None)
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = Trainer(a.model, a.quality_model_kwargs, data, cfg, out_dir)
+        trainer = make_trainer(a, a.quality_model_kwargs, data, cfg, out_dir)
         if variant == 'fp32+ulp': nudge_one_ulp(trainer.model)
         for k in range(a.quality_steps): trainer.train_step(batch(data, k, a.batch_size))
         model = trainer.inference_model()
@@ -268,6 +276,7 @@ def main():
     ap.add_argument('--patch', type=int, default=48, help='LR patch size (HR: x4)')
     ap.add_argument('--model', default='dasr_x4', help='an x4 model name of blindsr.models')
     ap.add_argument('--model-kwargs', type=json.loads, default={}, help="JSON keyword arguments of the timed model (default '{}': paper size)")
+    ap.add_argument('--queue', type=int, default=None, help=f'MoCo queue length K (default 8192, the paper; --quick: {QUICK_QUEUE})')
     ap.add_argument('--peak-size', type=int, default=None, help='matmul size of the peak measurement (default 2048 CPU, 8192 CUDA)')
     ap.add_argument('--peak-reps', type=int, default=10, help='matmuls timed per dtype; the best counts')
     ap.add_argument('--quality-steps', type=int, default=200, help='training steps of the fp32-vs-bf16 quality check (0: skip it)')
@@ -295,6 +304,8 @@ def main():
         a.peak_size = a.peak_size or 512
         a.model_kwargs = a.model_kwargs or dict(QUICK_MODEL)
         a.quality_model_kwargs = a.quality_model_kwargs or dict(QUICK_MODEL)
+        a.queue = a.queue or QUICK_QUEUE
+    a.queue = a.queue or 8192
     if a.compile_warmup is None: a.compile_warmup = a.warmup + 3
     import torch
     if a.threads: torch.set_num_threads(a.threads)

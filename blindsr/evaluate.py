@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['SRFn', 'METRIC_COLUMNS', 'TABLE2_SETS', 'TABLE2_WIDTHS', 'TABLE3_NOISES', 'eval_mode', 'evaluate_methods',
-           'PairsResult', 'evaluate_pairs', 'bicubic_sr', 'summarize', 'benchmark_grid', 'table2_grid',
-           'to_markdown_table', 'plot_grid', 'kernel_label', 'table3_grid']
+__all__ = ['SRFn', 'METRIC_COLUMNS', 'TABLE2_SETS', 'eval_mode', 'sr_psnr', 'evaluate_methods', 'PairsResult', 'evaluate_pairs',
+           'validation_score', 'bicubic_sr', 'summarize', 'benchmark_grid', 'table2_grid', 'to_markdown_table',
+           'plot_grid', 'kernel_label', 'table3_grid']
 
-# %% ../nbs/31_evaluate.ipynb #8d94d36d
+# %% ../nbs/31_evaluate.ipynb #b62a7063
+from .core import autocast
+from .data import DASR_ANISO_NOISES, DASR_ISO_WIDTHS
 from .degradations import imresize, quantize
 from .metrics import psnr, ssim
 
@@ -92,7 +94,7 @@ def _iter_pairs(pairs, scale: int, where: str):
         yield name, hr, lr
     if n == 0: raise ValueError(f"{where}pairs is empty: no (name, hr, lr) triples to evaluate")
 
-# %% ../nbs/31_evaluate.ipynb #8840da8e
+# %% ../nbs/31_evaluate.ipynb #9a0e6e92
 SRFn = Callable[[Tensor], Tensor]
 
 def _check_methods(methods) -> dict:
@@ -128,6 +130,10 @@ def _run_method(name, fn, lr, hr, device, where, image):
         raise ValueError(f"{where}method {name!r} returned NaN or inf for image {image!r}")
     return sr.detach().to(device=hr.device, dtype=torch.float32), seconds
 
+def sr_psnr(sr: Tensor, hr: Tensor, crop_border: int, test_y_channel: bool = True) -> float:
+    "PSNR of SR output `sr` as papers report it: rounded to 8 bits, `crop_border` pixels cropped, on the Y channel."
+    return psnr(quantize(sr), hr, crop_border, test_y_channel).item()
+
 def _evaluate(methods: dict, pairs, scale: int, crop_border=None, test_y_channel=True, with_ssim=True, device=None,
               warmup=True, where='', warmed: set | None = None) -> pd.DataFrame:
     "`evaluate_methods` with a prefix for error messages and the set of methods already warmed up (shared across a grid)."
@@ -142,10 +148,8 @@ def _evaluate(methods: dict, pairs, scale: int, crop_border=None, test_y_channel
                 if warmup and name not in warmed: _run_method(name, fn, lr, hr, devices[name], where, image)
                 warmed.add(name)
                 sr, seconds = _run_method(name, fn, lr, hr, devices[name], where, image)
-                sr = quantize(sr)
-                rows.append(dict(method=name, image=image,
-                                 psnr=psnr(sr, hr, crop_border, test_y_channel).item(),
-                                 ssim=ssim(sr, hr, crop_border, test_y_channel).item() if with_ssim else math.nan,
+                rows.append(dict(method=name, image=image, psnr=sr_psnr(sr, hr, crop_border, test_y_channel),
+                                 ssim=ssim(quantize(sr), hr, crop_border, test_y_channel).item() if with_ssim else math.nan,
                                  seconds=seconds))
     return pd.DataFrame(rows, columns=['method', 'image', 'psnr', 'ssim', 'seconds'])
 
@@ -195,6 +199,24 @@ def evaluate_pairs(sr_fn: SRFn,                      # callable lr (1,C,h,w) -> 
     df = evaluate_methods({'sr_fn': sr_fn}, pairs, scale, crop_border, test_y_channel, with_ssim, device, warmup)
     return PairsResult(df.drop(columns='method'))
 
+# %% ../nbs/31_evaluate.ipynb #b85c8583
+def _default_score(out: Tensor, target: Tensor, first_input: Tensor) -> float:
+    if out.shape[1] == 3: return sr_psnr(out.clamp(0, 1), target, round(target.shape[-1] / first_input.shape[-1]))
+    return psnr(out, target.float(), data_range=1.0).mean().item()
+
+@torch.no_grad()
+def validation_score(model: nn.Module, pairs, metric: Callable | None = None, precision: str = 'fp32', device=None) -> float:
+    "Mean of `metric(output, target)` (default: see above) of `model` over `(name, target, inputs)` pairs, at `precision`."
+    device = device or _module_device(model) or torch.device('cpu')
+    scores = []
+    for name, target, inp in pairs:
+        inputs = tuple(inp) if isinstance(inp, (list, tuple)) else (inp,)
+        with autocast(precision, device): out = model(*(x[None].to(device) for x in inputs)).float()
+        target = target[None].to(device)
+        scores.append(float(metric(out, target)) if metric is not None else _default_score(out, target, inputs[0]))
+    if not scores: raise ValueError("validation_score: no pairs to score")
+    return float(np.mean(scores))
+
 # %% ../nbs/31_evaluate.ipynb #9c320679
 def bicubic_sr(scale: int) -> SRFn:
     "The Bicubic row of the tables: MATLAB bicubic upscaling of `lr` (1,C,h,w) by `scale` (not rounded; the evaluation quantises)."
@@ -232,10 +254,8 @@ def benchmark_grid(methods: Mapping[str, SRFn],    # name -> sr_fn (callable or 
     per = pd.concat(frames, ignore_index=True)
     return per if per_image else summarize(per)
 
-# %% ../nbs/31_evaluate.ipynb #386bb4a8
+# %% ../nbs/31_evaluate.ipynb #72f25015
 TABLE2_SETS = ('Set5', 'Set14', 'B100', 'Urban100')
-TABLE2_WIDTHS = {2: (0.0, 0.6, 1.2, 1.8), 3: (0.0, 0.8, 1.6, 2.4), 4: (0.0, 1.2, 2.4, 3.6)}
-TABLE3_NOISES = (0.0, 5.0, 10.0)
 
 def _with_bicubic(methods, scale, bicubic: bool) -> dict:
     "The methods with the Bicubic row first (an empty dict then gives a Bicubic-only table)."
@@ -255,8 +275,8 @@ def table2_grid(methods: Mapping[str, SRFn],         # name -> sr_fn; 'Bicubic' 
     "DASR Table 2: every method on every set x isotropic kernel width (noise-free), as a long table."
     scale = _check_scale(scale)
     if widths is None:
-        if scale not in TABLE2_WIDTHS: raise ValueError(f"no DASR widths for scale {scale}; give widths")
-        widths = TABLE2_WIDTHS[scale]
+        if scale not in DASR_ISO_WIDTHS: raise ValueError(f"no DASR widths for scale {scale}; give widths")
+        widths = DASR_ISO_WIDTHS[scale]
     sets, widths = list(sets), [float(w) for w in widths]
     conditions = ((dict(scale=scale, set=s, sigma=w), pairs_for(s, w)) for s in sets for w in widths)
     return benchmark_grid(_with_bicubic(methods, scale, bicubic), conditions, scale, per_image, **kwargs)
@@ -377,7 +397,7 @@ def plot_grid(df: pd.DataFrame, x: str = 'sigma', panel: str = 'set', metric: st
     fig.tight_layout()
     return fig
 
-# %% ../nbs/31_evaluate.ipynb #6e48e044
+# %% ../nbs/31_evaluate.ipynb #32e2cbc8
 def kernel_label(spec) -> str:
     "Short label of an anisotropic kernel spec: a dict with lambda1, lambda2, theta (radians) or a tuple of them."
     if isinstance(spec, Mapping) and {'lambda1', 'lambda2', 'theta'} <= set(spec):
@@ -391,7 +411,7 @@ def kernel_label(spec) -> str:
 def table3_grid(methods: Mapping[str, SRFn],
                 pairs_for: Callable,                  # (kernel_spec, noise) -> (name, hr, lr) triples
                 kernels,                              # dict label -> spec, or a list of specs (labelled by kernel_label)
-                noises: Iterable[float] = TABLE3_NOISES,
+                noises: Iterable[float] = DASR_ANISO_NOISES,
                 scale: int = 4,
                 bicubic: bool = True,
                 per_image: bool = False,

@@ -1,13 +1,16 @@
-"What tests/test_distributed.py and its torchrun worker share: the data, the degradation, the model and the config."
+"What tests/test_distributed.py and its torchrun worker share: the data, the degradation, the method and the config."
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from blindsr.degradations import DASRDegradation
+from blindsr.methods import DASRMethod
+from blindsr.models import create_model
 from blindsr.train import TrainConfig
 
+TINY_MODEL = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8)
 # bn_groups=2 counts BatchNorm groups over all processes: one per rank with 2 processes, two in one process
-TINY_MODEL = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=32, bn_groups=2)
+TINY_OBJECTIVE = dict(K=32, bn_groups=2)
 GLOBAL_BATCH = 8
 
 
@@ -28,3 +31,9 @@ def degradation():
 def config(epochs_joint: int) -> TrainConfig:
     return TrainConfig(epochs_encoder=1, epochs_joint=epochs_joint, steps_per_epoch=2, batch_size=GLOBAL_BATCH,
                        lr_encoder=1e-3, lr_joint=1e-3, val_every=0, progress=False, device='cpu')
+
+
+def method() -> DASRMethod:
+    "The tiny DASR, its initial weights fixed by the seed (every rank builds the same; DDP broadcasts rank 0's anyway)."
+    torch.manual_seed(0)
+    return DASRMethod(create_model('blindsr', **TINY_MODEL), degradation=degradation(), **TINY_OBJECTIVE)

@@ -12,7 +12,7 @@ from blindsr import distributed as ddp
 from blindsr.train import TrainConfig, Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ddp_common import TINY_MODEL, Textures, config, degradation   # noqa: E402
+from ddp_common import Textures, config, method   # noqa: E402
 
 
 def same_on_all_ranks(t: torch.Tensor) -> bool:
@@ -30,15 +30,15 @@ def main(out: Path):
     ddp.average_gradients(lin); checks['avg_grad'] = lin.weight.grad.item()
     checks['mean'] = ddp.mean_over_ranks({'x': float(r)})['x']
     # a run of 1 encoder epoch + 1 joint epoch, and the same run stopped after phase 1 and resumed
-    full = Trainer('blindsr', TINY_MODEL, Textures(), config(1), out / 'full', degradation=degradation())
+    full = Trainer(method(), Textures(), config(1), out / 'full')
     full.fit()
-    q = full.model.encoder.queue.keys
+    q = full.method.objective.queue.keys
     checks['queues_equal'] = same_on_all_ranks(q)
-    checks['key_encoders_equal'] = all(same_on_all_ranks(p) for p in full.model.encoder.encoder_k.parameters())
+    checks['key_encoders_equal'] = all(same_on_all_ranks(p) for p in full.method.objective.encoder_k.parameters())
     checks['weights_equal'] = all(same_on_all_ranks(p.detach()) for p in full.model.parameters())
-    part = Trainer('blindsr', TINY_MODEL, Textures(), config(0), out / 'part', degradation=degradation())
+    part = Trainer(method(), Textures(), config(0), out / 'part')
     part.fit()
-    resumed = Trainer('blindsr', TINY_MODEL, Textures(), config(1), out / 'part', degradation=degradation())
+    resumed = Trainer(method(), Textures(), config(1), out / 'part')
     resumed.resume(out / 'part' / 'checkpoints' / 'last.pt').fit()
     checks['resumed_step'] = resumed.step
     if r == 0: (out / 'checks.json').write_text(json.dumps(checks))

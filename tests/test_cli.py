@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from blindsr.core import read_image, write_image
-from blindsr.models import create_model
-from blindsr.train import INFERENCE_FORMAT, save_checkpoint
+from blindsr.models import INFERENCE_FORMAT, create_model
+from blindsr.train import save_checkpoint
 
 BLINDSR = str(Path(sys.executable).parent / 'blindsr')
 
@@ -25,7 +25,7 @@ def ckpt(tmp_path_factory):
     spec = {'name': 'edsr_baseline', 'kwargs': {'scale': 2, 'n_feats': 8, 'n_blocks': 1}}
     save_checkpoint(d / 'tiny.pt', {'format': INFERENCE_FORMAT, 'model_spec': spec,
                                     'state_dict': create_model(spec['name'], **spec['kwargs']).state_dict(),
-                                    'step': 0, 'best_psnr': math.nan})
+                                    'step': 0, 'best_score': math.nan})
     torch.save({'params': create_model('rcan_x2', n_feats=16, n_groups=1, n_blocks=1).state_dict()}, d / 'rcan_basicsr.pth')
     return d
 
@@ -91,8 +91,9 @@ def test_checkpoint_errors(tmp_path, images, ckpt):
     assert r.returncode == 2 and 'missing.pt: no such checkpoint file' in r.stderr
     r = run('upscale', images, '-o', tmp_path / 'out', '-c', ckpt / 'rcan_basicsr.pth', '--model', 'edsr')   # wrong architecture
     assert r.returncode == 2 and "does not match BasicSR's edsr" in r.stderr
-    r = run('upscale', images, '-o', tmp_path / 'out', '-c', ckpt / 'rcan_basicsr.pth')                     # BasicSR needs --model
-    assert r.returncode == 2 and 'give --model' in r.stderr
+    torch.save({'weights': torch.zeros(3)}, tmp_path / 'unknown.pt')                                      # no format blindsr knows
+    r = run('upscale', images, '-o', tmp_path / 'out', '-c', tmp_path / 'unknown.pt')
+    assert r.returncode == 2 and 'unknown.pt: not a checkpoint of a format blindsr reads' in r.stderr
     r = run('upscale', images, '-o', tmp_path / 'out', '-c', ckpt / 'tiny.pt', '--tile', '8')               # default overlap 16
     assert r.returncode == 2 and '--overlap (16) must be smaller than --tile (8)' in r.stderr
     r = run('upscale', images, '-o', tmp_path / 'out', '-c', ckpt / 'tiny.pt', '--scale', '4')
@@ -100,3 +101,5 @@ def test_checkpoint_errors(tmp_path, images, ckpt):
     assert not (tmp_path / 'out').exists()                                                               # nothing written
     r = run('upscale', images / 'rgb.png', '-o', tmp_path / 'o', '-c', ckpt / 'rcan_basicsr.pth', '--model', 'rcan', '-q')
     assert r.returncode == 0, r.stderr
+    r = run('upscale', images / 'rgb.png', '-o', tmp_path / 'auto', '-c', ckpt / 'rcan_basicsr.pth', '-q')   # the architecture from the keys
+    assert r.returncode == 0 and read_image(tmp_path / 'auto' / 'rgb.png')[0].shape == (3, 40, 48), r.stderr

@@ -1,5 +1,5 @@
-"""MoCo mechanics (blindsr.contrastive, defined in blindsr.models.moco): queue wraparound, momentum update,
-InfoNCE logits, determinism, and that the state dict carries everything needed for an exact resume."""
+"""MoCo mechanics (blindsr.contrastive): queue wraparound, momentum update, InfoNCE logits, determinism, and that the
+state dict carries everything needed for an exact resume. MoCo holds the key side only; the trained encoder is passed in."""
 import copy
 
 import pytest
@@ -11,9 +11,10 @@ from blindsr.models.encoders import DegradationEncoder
 
 
 def small_moco(seed=0, **kw):
+    "(encoder, its MoCo)"
     torch.manual_seed(seed)
-    return MoCo(lambda: DegradationEncoder(width=4), dim=16, generator=torch.Generator().manual_seed(seed),
-                **{'K': 8, 'm': 0.9, **kw})
+    enc = DegradationEncoder(width=4).train()
+    return enc, MoCo(enc, dim=16, generator=torch.Generator().manual_seed(seed), **{'K': 8, 'm': 0.9, **kw}).train()
 
 
 def batch(seed, n=4, size=16):
@@ -22,7 +23,7 @@ def batch(seed, n=4, size=16):
 
 
 def test_defaults_are_dasrs():
-    m = MoCo(lambda: DegradationEncoder(width=4))
+    m = MoCo(DegradationEncoder(width=64))
     assert (m.queue.dim, m.queue.K, m.m, m.T) == (256, 8192, 0.999, 0.07)
 
 
@@ -68,51 +69,52 @@ def test_logits_shape_and_positive_highest_for_identical_inputs():
 
 
 def test_moco_identical_views_score_highest():
-    moco = small_moco().train()
-    moco(*batch(1)); moco(*batch(2))                     # the queue now holds keys of other images
+    enc, moco = small_moco()
+    moco.logits(enc, *batch(1)); moco.logits(enc, *batch(2))   # the queue now holds keys of other images
     x, _ = batch(3)
-    _, logits, labels = moco(x, x)
+    _, logits, labels = moco.logits(enc, x, x)
     # the key encoder equals the query encoder (momentum steps between equal weights), so a view is its own best match
     assert (logits.argmax(1) == 0).all() and torch.allclose(logits[:, 0], torch.full((4,), 1 / moco.T))
 
 
 def test_momentum_update_exact():
-    moco = small_moco(m=0.75).train()
+    enc, moco = small_moco(m=0.75)
     with torch.no_grad():
-        for p in moco.encoder_q.parameters(): p.add_(torch.randn_like(p))
-    q0 = [p.clone() for p in moco.encoder_q.parameters()]
+        for p in enc.parameters(): p.add_(torch.randn_like(p))
+    q0 = [p.clone() for p in enc.parameters()]
     k0 = [p.clone() for p in moco.encoder_k.parameters()]
-    moco(*batch(2))
+    moco.logits(enc, *batch(2))
     for pq, pk, k1 in zip(q0, k0, moco.encoder_k.parameters()):
         torch.testing.assert_close(k1, 0.75 * pk + 0.25 * pq, rtol=1e-6, atol=1e-6)
     assert all(not p.requires_grad for p in moco.encoder_k.parameters())
 
 
 def test_keys_enqueued_and_gradients_only_to_query_encoder():
-    moco = small_moco().train()
+    enc, moco = small_moco()
     x_q, x_k = batch(3)
-    fea, logits, labels = moco(x_q, x_k)
+    fea, logits, labels = moco.logits(enc, x_q, x_k)
     assert fea.shape == (4, 16) and logits.shape == (4, 9) and int(moco.queue.ptr) == 4
     with torch.no_grad():
         k = F.normalize(moco.encoder_k(x_k)[1], dim=1)
     torch.testing.assert_close(moco.queue.keys[:4], k)
     info_nce_loss(logits, labels).backward()
-    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+    assert all(p.grad is not None for p in enc.parameters())
     assert all(p.grad is None for p in moco.encoder_k.parameters())
 
 
-def test_eval_returns_representation_and_training_needs_key():
-    moco = small_moco()
-    x, _ = batch(4)
-    assert moco.eval()(x).shape == (4, 16)
-    with pytest.raises(ValueError, match=r'needs \(im_q, im_k\)'): moco.train()(x)
+def test_loss_in_one_call_and_training_needs_key():
+    enc, moco = small_moco()
+    x, k = batch(4)
+    fea, loss, acc = moco(enc, x, k)
+    assert fea.shape == (4, 16) and loss.ndim == 0 and 0 <= acc <= 1
+    with pytest.raises(ValueError, match=r'needs \(im_q, im_k\)'): moco(enc, x, None)
 
 
 def test_deterministic_given_seeds():
     outs = []
     for _ in range(2):
-        moco = small_moco(seed=5).train()
-        for s in range(3): fea, logits, _ = moco(*batch(10 + s))
+        enc, moco = small_moco(seed=5)
+        for s in range(3): fea, logits, _ = moco.logits(enc, *batch(10 + s))
         outs.append((fea, logits, moco.queue.keys.clone(), moco.state_dict()))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][2], outs[1][2])
     assert all(torch.equal(outs[0][3][k], outs[1][3][k]) for k in outs[0][3])
@@ -120,13 +122,13 @@ def test_deterministic_given_seeds():
 
 def test_state_dict_resume_is_exact():
     "Queue, pointer and key encoder are in the state dict: a restored copy continues exactly like the original."
-    a = small_moco(seed=1).train()
-    for s in range(3): a(*batch(s))
+    enc_a, a = small_moco(seed=1)
+    for s in range(3): a.logits(enc_a, *batch(s))
     sd = copy.deepcopy(a.state_dict())
     assert {'queue.keys', 'queue.ptr'} <= set(sd) and any(k.startswith('encoder_k.') for k in sd)
-    b = small_moco(seed=99).train()
-    b.load_state_dict(sd)
-    ra, rb = a(*batch(7)), b(*batch(7))
+    enc_b, b = small_moco(seed=99)
+    b.load_state_dict(sd); enc_b.load_state_dict(enc_a.state_dict())    # the trained encoder lives in the model
+    ra, rb = a.logits(enc_a, *batch(7)), b.logits(enc_b, *batch(7))
     for u, v in zip(ra, rb): assert torch.equal(u, v)
     assert int(a.queue.ptr) == int(b.queue.ptr)
 
@@ -134,8 +136,9 @@ def test_state_dict_resume_is_exact():
 def test_moco_argument_errors():
     with pytest.raises(ValueError, match='momentum m must be in'): small_moco(m=1.5)
     with pytest.raises(ValueError, match='temperature T must be positive'): small_moco(T=0)
-    moco = MoCo(lambda: DegradationEncoder(width=4), dim=32, K=8).train()
-    with pytest.raises(ValueError, match='projection has 16 dims but the queue holds 32'): moco(*batch(0))
+    enc = DegradationEncoder(width=4)
+    moco = MoCo(enc, dim=32, K=8).train()
+    with pytest.raises(ValueError, match='projection has 16 dims but the queue holds 32'): moco(enc, *batch(0))
 
 
 # ---- several positives per image (issue 4, seed 000) -------------------------------------------------------
@@ -144,56 +147,62 @@ def test_moco_argument_errors():
 @pytest.mark.parametrize('positives,rows', [('average', 4), ('samples', 12)])
 def test_multi_positive_shapes_queue_and_gradients(positives, rows):
     torch.manual_seed(0)
-    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=24, positives=positives).train()
+    enc = DegradationEncoder(width=8)
+    moco = MoCo(enc, dim=32, K=24, positives=positives).train()
     q, k = torch.rand(4, 3, 24, 24), torch.rand(4, 3, 3, 24, 24)
-    fea, logits, labels = moco(q, k)
+    fea, logits, labels = moco.logits(enc, q, k)
     assert fea.shape == (4, 32) and logits.shape == (rows, 25) and labels.shape == (rows,)
     assert int(moco.queue.ptr) == rows % 24
     torch.nn.functional.cross_entropy(logits, labels).backward()
     assert all(p.grad is None for p in moco.encoder_k.parameters()), 'the key encoder must get no gradient'
-    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+    assert all(p.grad is not None for p in enc.parameters())
 
 
 def test_averaged_key_is_the_normalised_centre_and_enters_the_queue():
     torch.manual_seed(1)
-    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=16).train()
+    enc = DegradationEncoder(width=8)
+    moco = MoCo(enc, dim=32, K=16).train()
     moco.encoder_k.eval()   # running BN statistics: keys of single positives are comparable
     k = torch.rand(2, 5, 3, 24, 24)
     single = torch.stack([moco.keys(k[:, i]) for i in range(5)], 1)
     centre = moco.keys(k)
     torch.testing.assert_close(centre, torch.nn.functional.normalize(single.mean(1), dim=1), atol=1e-5, rtol=0)
     moco.m = 1.0   # freeze the key encoder so the queue entry can be compared after the step
-    moco(torch.rand(2, 3, 24, 24), k)
+    moco.logits(enc, torch.rand(2, 3, 24, 24), k)
     torch.testing.assert_close(moco.queue.keys[:2], centre, atol=1e-5, rtol=0)
 
 
 def test_trainer_passes_all_positives(tmp_path):
     from blindsr.data import HRImageFolder
     from blindsr.degradations import DASRDegradation
+    from blindsr.methods import DASRMethod
+    from blindsr.models import create_model
     from blindsr.train import TrainConfig, Trainer
     imgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     data = HRImageFolder(images=imgs, patch_size=16, n_patches=4)      # 1 query + 3 positives
     cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
-    t = Trainer('blindsr', dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8, positives='samples'),
-                data, cfg, tmp_path, degradation=DASRDegradation(scale=2, sigma=1.0))
+    model = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8)
+    t = Trainer(DASRMethod(model, degradation=DASRDegradation(scale=2, sigma=1.0), K=8, positives='samples'), data, cfg, tmp_path)
     t.fit()
-    assert int(t.model.encoder.queue.ptr) == (4 * 2 * 3) % 8   # 4 steps x 2 images x 3 positives, counted as samples
+    assert int(t.method.objective.queue.ptr) == (4 * 2 * 3) % 8   # 4 steps x 2 images x 3 positives, counted as samples
 
 
 def test_trainer_multi_crop_sizes_reach_the_encoder(tmp_path, monkeypatch):
     "Multi-crop: 2 crops of 16 + 3 of 12 (HR 32/24 at x2) per image; each size gets its own key-encoder forward."
     from blindsr.data import HRImageFolder
     from blindsr.degradations import DASRDegradation
+    from blindsr.methods import DASRMethod
+    from blindsr.models import create_model
     from blindsr.train import TrainConfig, Trainer
     imgs = [torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     data = HRImageFolder(images=imgs, patch_size=[(32, 2), (24, 3)])
     cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
-    t = Trainer('blindsr', dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8), data, cfg, tmp_path,
-                degradation=DASRDegradation(scale=2, sigma=(0.5, 2.0)))
+    model = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8)
+    t = Trainer(DASRMethod(model, degradation=DASRDegradation(scale=2, sigma=(0.5, 2.0)), K=8), data, cfg, tmp_path)
     seen = []
-    enc_k = t.model.encoder.encoder_k
+    enc_k = t.method.objective.encoder_k
     orig = enc_k.forward
     monkeypatch.setattr(enc_k, 'forward', lambda x: (seen.append(tuple(x.shape[-2:])), orig(x))[1])
     t.fit()
     assert (16, 16) in seen and (12, 12) in seen, seen     # LR crop sizes 32/2 and 24/2
-    assert t.step == 4 and int(t.model.encoder.queue.ptr) == (4 * 2) % 8
+    assert t.step == 4 and int(t.method.objective.queue.ptr) == (4 * 2) % 8

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from blindsr.contrastive import MoCo, create_objective, official_moco_state
 from blindsr.models import create_model
 from blindsr.models.dasr import BlindSR, CheckpointError, load_official_dasr
 
@@ -35,7 +36,7 @@ def test_outputs_match_official(official, golden):
     with torch.no_grad():
         sr = official(lr / 255) * 255
         fea = official.representation(lr / 255)
-        fea2, proj = official.encoder.encoder_q(lr / 255)
+        fea2, proj = official.encoder(lr / 255)
         comp = official.sr_net.compress(fea)
     for name, ours in [('sr', sr), ('fea', fea), ('compress64', comp), ('mlp_out', proj)]:
         ref = torch.from_numpy(io[name])
@@ -50,15 +51,15 @@ def test_parameter_counts(official):
     mean_shift = sum(b.numel() for n, b in official.sr_net.named_buffers() if n.split('.')[0] in ('sub_mean', 'add_mean'))
     assert mean_shift == 24
     assert sr_params + mean_shift == 4_690_523
-    assert sum(p.numel() for p in official.encoder.encoder_q.parameters()) == 1_278_784
+    assert sum(p.numel() for p in official.encoder.parameters()) == 1_278_784
     assert sum(p.numel() for p in create_model('dasr_encoder').parameters()) == 1_278_784
-    # trainable: everything but the key encoder (momentum copy) and the mean-shift buffers
+    # trainable: everything but the mean-shift buffers (the key encoder is the training objective's, not the model's)
     trainable = sum(p.numel() for p in official.parameters() if p.requires_grad)
     assert trainable == 4_690_499 + 1_278_784
 
 
 def test_key_encoder_starts_as_query_encoder(official):
-    q, k = official.encoder.encoder_q.state_dict(), official.encoder.encoder_k.state_dict()
+    q, k = official.encoder.state_dict(), create_objective('infonce', official.encoder).encoder_k.state_dict()
     assert q.keys() == k.keys() and all(torch.equal(q[n], k[n]) for n in q)
 
 
@@ -70,7 +71,7 @@ def test_scale_from_file_and_mismatch(golden):
 
 
 def test_full_training_state_with_key_encoder_and_queue(golden, tmp_path):
-    "A non-release state dict (E.encoder_k.*, E.queue (dim, K), E.queue_ptr (1,)) loads too, queue transposed."
+    "A non-release state dict (E.encoder_k.*, E.queue (dim, K), E.queue_ptr (1,)): the model loads, and MoCo continues from it, queue transposed."
     path, _ = golden
     sd = torch.load(path, weights_only=True)
     sd.update({k.replace('encoder_q', 'encoder_k'): v + 1 for k, v in sd.items() if k.startswith('E.encoder_q.')})
@@ -79,8 +80,11 @@ def test_full_training_state_with_key_encoder_and_queue(golden, tmp_path):
     p = tmp_path / 'full_state.pt'
     torch.save(sd, p)
     m = load_official_dasr(p)
-    assert torch.equal(m.encoder.queue.keys, queue.t()) and int(m.encoder.queue.ptr) == 96
-    assert torch.equal(m.encoder.encoder_k.features[0].weight, sd['E.encoder_k.E.0.weight'])
+    moco = MoCo(m.encoder)
+    moco.load_state_dict(official_moco_state(p))
+    assert torch.equal(moco.queue.keys, queue.t()) and int(moco.queue.ptr) == 96
+    assert torch.equal(moco.encoder_k.features[0].weight, sd['E.encoder_k.E.0.weight'])
+    assert torch.equal(m.encoder.features[0].weight, sd['E.encoder_q.E.0.weight'])
 
 
 @pytest.mark.parametrize('content', [b'', b'garbage, not a zip or pickle', b'PK\x03\x04truncated zip'])

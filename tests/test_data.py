@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import blindsr.data as data
-from blindsr.core import ImageFileError, modcrop, read_image, write_image
+from blindsr.core import ImageFileError, modcrop, read_image, shared_dir, write_image
 from blindsr.data import (DASR_ANISO_KERNELS, DASR_ANISO_NOISES, DASR_ISO_WIDTHS, EMBEDDED_SPLIT, BenchmarkSet,
                           HRImageFolder, benchmark_lr_seed, benchmark_pairs, benchmark_root, dasr_setting,
                           dasr_test_settings, dihedral, embedded_dataset, embedded_images, find_images)
@@ -372,8 +372,8 @@ def test_benchmark_root_lookup(tmp_path, monkeypatch):
     monkeypatch.delenv('BLINDSR_BENCHMARKS', raising=False)
     with pytest.raises(FileNotFoundError, match=r"benchmark 'Nope' not found; looked in .*downloads/Nope/HR"):
         benchmark_root('Nope')
-    if not (data._repo_shared() / 'benchmarks' / 'Urban100').exists():
-        with pytest.raises(FileNotFoundError, match=r"get it with blindsr.data.download\('Urban100'\)"):
+    if not (shared_dir() / 'benchmarks' / 'Urban100').exists():
+        with pytest.raises(FileNotFoundError, match=r"get it with blindsr.download.download\('Urban100'\)"):
             benchmark_root('Urban100')
     _write(tmp_path / 'downloads' / 'Nope' / 'HR' / 'x.png', (8, 8))
     assert benchmark_root('Nope') == tmp_path / 'downloads' / 'Nope' / 'HR'

@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ddp_common import TINY_MODEL, Textures, config, degradation   # noqa: E402
+from ddp_common import Textures, config, method   # noqa: E402
 
 BN_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
 
@@ -44,13 +44,19 @@ def single_run(tmp_path_factory):
     from blindsr.train import Trainer
     out = tmp_path_factory.mktemp('single')
     torch.set_num_threads(1)
-    try: Trainer('blindsr', TINY_MODEL, Textures(), config(1), out, degradation=degradation()).fit()
+    try: Trainer(method(), Textures(), config(1), out).fit()
     finally: torch.set_num_threads(os.cpu_count() or 1)
     return out
 
 
 def checkpoint(run: Path) -> dict:
     return torch.load(run / 'checkpoints' / 'last.pt', map_location='cpu', weights_only=True)
+
+
+def tensors(ckpt: dict) -> dict:
+    "The model's tensors and the MoCo objective's (key encoder, queue, pointer) of a checkpoint, by name."
+    return {**{f'model.{k}': v for k, v in ckpt['model'].items()},
+            **{f'objective.{k}': v for k, v in ckpt['training']['objective'].items()}}
 
 
 def log_rows(run: Path) -> list:
@@ -70,7 +76,7 @@ def test_collectives_and_rank_agreement(ddp_run):
 def test_ddp_matches_one_process(ddp_run, single_run):
     d, s = checkpoint(ddp_run / 'full'), checkpoint(single_run)
     assert d['step'] == s['step'] == 4
-    md, ms = d['model'], s['model']
+    md, ms = tensors(d), tensors(s)
     assert md.keys() == ms.keys()
     compared = 0
     for k in ms:
@@ -78,7 +84,7 @@ def test_ddp_matches_one_process(ddp_run, single_run):
         torch.testing.assert_close(md[k], ms[k], rtol=1e-4, atol=2e-5, msg=lambda m: f'{k}: {m}')
         compared += 1
     assert compared > 50
-    assert int(md['encoder.queue.ptr']) == int(ms['encoder.queue.ptr']) == 32 % 32   # 4 steps x 8 keys in a K=32 queue
+    assert int(md['objective.queue.ptr']) == int(ms['objective.queue.ptr']) == 32 % 32   # 4 steps x 8 keys in a K=32 queue
     od, os_ = d['optimizer']['state'], s['optimizer']['state']
     assert od.keys() == os_.keys()                         # the same parameters have Adam state (phase 1: SR net idle)
     for i in os_:
@@ -94,15 +100,16 @@ def test_ddp_matches_one_process(ddp_run, single_run):
 def test_bn_statistics_are_rank_0s(ddp_run, single_run):
     "The one stated difference: BatchNorm running statistics come from rank 0's group only."
     md, ms = checkpoint(ddp_run / 'full')['model'], checkpoint(single_run)['model']
-    k = next(k for k in ms if k.startswith('encoder.encoder_q.') and k.endswith('running_mean'))
+    k = next(k for k in ms if k.startswith('encoder.') and k.endswith('running_mean'))
     assert not torch.allclose(md[k], ms[k])
 
 
 def test_ddp_resume_matches_uninterrupted(ddp_run):
     a, b = checkpoint(ddp_run / 'full'), checkpoint(ddp_run / 'part')
     assert a['step'] == b['step'] == 4
-    for k in a['model']:
-        torch.testing.assert_close(a['model'][k], b['model'][k], rtol=0, atol=1e-6, msg=lambda m: f'{k}: {m}')
+    ta, tb = tensors(a), tensors(b)
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=0, atol=1e-6, msg=lambda m: f'{k}: {m}')
     assert [r['step'] for r in log_rows(ddp_run / 'full')] == [r['step'] for r in log_rows(ddp_run / 'part')]
 
 

@@ -1,4 +1,4 @@
-"""blindsr.data.download / fetch against a local HTTP server on 127.0.0.1 (never the internet): full downloads with
+"""blindsr.download.download / fetch against a local HTTP server on 127.0.0.1 (never the internet): full downloads with
 checksums, interrupted and resumed downloads, servers that ignore Range, bad checksums, and archive installation."""
 import hashlib
 import http.server
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from blindsr.core import write_image
-from blindsr.data import DATASETS, ChecksumError, DatasetSource, DownloadError, download, extract_archive, fetch
+from blindsr.download import DATASETS, ChecksumError, DatasetSource, DownloadError, download, extract_archive, fetch
 
 
 class Server:

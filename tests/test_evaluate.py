@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blindsr.degradations import DASRDegradation, imresize, quantize
-from blindsr.evaluate import (TABLE2_WIDTHS, PairsResult, benchmark_grid, bicubic_sr, eval_mode, evaluate_methods,
+from blindsr.data import DASR_ISO_WIDTHS
+from blindsr.evaluate import (PairsResult, benchmark_grid, bicubic_sr, eval_mode, evaluate_methods,
                               evaluate_pairs, kernel_label, plot_grid, summarize, table2_grid, table3_grid,
                               to_markdown_table)
 
@@ -175,7 +176,7 @@ def test_table2_grid_columns_bicubic_and_per_image():
     def pairs_for(set_name, sigma):
         calls.append((set_name, sigma)); return pairs(2, sigma=sigma)
     df = table2_grid({'Nearest': nearest(4)}, pairs_for, sets=['S1', 'S2'], scale=4)
-    assert calls == [(s, w) for s in ('S1', 'S2') for w in TABLE2_WIDTHS[4]]
+    assert calls == [(s, w) for s in ('S1', 'S2') for w in DASR_ISO_WIDTHS[4]]
     assert list(df.columns) == ['method', 'scale', 'set', 'sigma', 'n_images', 'psnr', 'ssim', 'seconds']
     assert list(df['method'][:2]) == ['Bicubic', 'Nearest'] and (df['n_images'] == 2).all()
     # a caller's own Bicubic is not doubled; bicubic=False leaves it out

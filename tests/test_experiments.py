@@ -17,7 +17,7 @@ def run_experiment(name, tmp_path, **params):
     return out
 
 
-def check_parameters(name, upto='def bad(', **params):
+def check_parameters(name, upto='check_parameters(', **params):
     """Execute an experiment's parameter cell, then `params` (as papermill injects them), then its cells up to and
     including the first one containing `upto` (its parameter checks), in this process, in the experiments folder.
 
@@ -193,4 +193,4 @@ def test_tiled_inference_parameters():
     for name, value, msg in (('tile', 4, 'tile=4'), ('overlap', 64, 'overlap=64'), ('hr_crop', 130, 'multiple of 4'),
                              ('weights', 'nope.pt', "weights='nope.pt'")):
         with pytest.raises(ValueError, match=re.escape(msg)):
-            check_parameters('tiled_inference', upto='if weights and', **{name: value})
+            check_parameters('tiled_inference', **{name: value})

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from blindsr.hsi import FusionPatches, fusion_pairs, hsi_metrics, read_cave_scene, simulate_fusion_inputs
-from blindsr.train import TrainConfig, Trainer, load_inference_model
+from blindsr.methods import FusionMethod
+from blindsr.models import create_model, load_model
+from blindsr.train import TrainConfig, Trainer
 from test_experiments import check_parameters, run_experiment
 
 
@@ -50,12 +52,13 @@ def test_paired_training_keeps_the_best_epoch_by_a_lower_is_better_metric(tmp_pa
     scores = []
     def sam_fn(out, target):
         v = hsi_metrics(out, target, 4, 'psrt')['sam'].item(); scores.append(v); return v
-    t = Trainer('psrt', dict(embed_dim=8, heads=2), FusionPatches({'c': cube}, 32), cfg, tmp_path,
+    torch.manual_seed(0)
+    t = Trainer(FusionMethod(create_model('psrt', embed_dim=8, heads=2)), FusionPatches({'c': cube}, 32), cfg, tmp_path,
                 val_pairs=val, val_metric=sam_fn, val_higher_is_better=False)
     assert isinstance(t.optimizer, torch.optim.AdamW)
     out = t.fit()
     assert len(scores) == 3 and out['best_score'] == min(scores) and out['best_epoch'] == scores.index(min(scores)) + 1
-    m = load_inference_model(tmp_path / 'checkpoints' / 'best.pt')
+    m = load_model(tmp_path / 'checkpoints' / 'best.pt')
     assert m.checkpoint_info['epoch'] == out['best_epoch']
 
 

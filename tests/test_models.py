@@ -10,8 +10,10 @@ from blindsr.models import create_model, is_model, list_models, register_model
 from blindsr.models.dasr import DAConv, DASR, BlindSR
 from blindsr.models.encoders import DegradationEncoder
 from blindsr.models.layers import ChannelAttention, MeanShift, ResBlock, Upsampler
+from blindsr.contrastive import MoCo, create_objective
+from blindsr.methods import ContrastiveSR
 
-SMALL = dict(n_feats=16, n_groups=2, n_blocks=2, width=8, K=16)
+SMALL = dict(n_feats=16, n_groups=2, n_blocks=2, width=8)
 
 
 # -- registry --------------------------------------------------------------------------------------
@@ -42,7 +44,7 @@ def test_register_and_conflicts():
 
 def test_create_model_kwargs_reach_the_factory():
     m = create_model('blindsr', scale=3, **SMALL)
-    assert isinstance(m, BlindSR) and m.scale == 3 and m.encoder.queue.K == 16
+    assert isinstance(m, BlindSR) and m.scale == 3 and m.encoder.fea_dim == 32
     assert create_model('dasr_encoder', width=4).fea_dim == 16
 
 
@@ -102,35 +104,33 @@ def test_blindsr_shapes_and_range(scale):
 
 
 def test_training_step_gradients_and_queue():
+    "The model and its MoCo objective in one forward (blindsr.methods.ContrastiveSR): gradients, queue."
     torch.manual_seed(0)
     m = BlindSR(scale=2, **SMALL).train()
+    net = ContrastiveSR(m, MoCo(m.encoder, K=16))
     lr_q, lr_k = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
-    sr, logits, labels = m(lr_q, lr_k)
-    assert sr.shape == (4, 3, 32, 32) and logits.shape == (4, 17) and labels.tolist() == [0] * 4
-    loss = F.l1_loss(sr, torch.rand_like(sr)) + F.cross_entropy(logits, labels)
+    sr, loss_c, acc = net(lr_q, lr_k)
+    assert sr.shape == (4, 3, 32, 32) and net.objective.queue.K == 16 and 0 <= acc <= 1
+    loss = F.l1_loss(sr, torch.rand_like(sr)) + loss_c
     loss.backward()
     assert all(p.grad is not None for p in m.sr_net.parameters())
-    assert all(p.grad is not None for p in m.encoder.encoder_q.parameters())
-    assert all(p.grad is None for p in m.encoder.encoder_k.parameters())
-    assert int(m.encoder.queue.ptr) == 4
-    # the official (B, 2, C, h, w) layout gives the same as (query, key)
-    m2 = BlindSR(scale=2, **SMALL).train(); m2.load_state_dict(m.state_dict())
-    m3 = BlindSR(scale=2, **SMALL).train(); m3.load_state_dict(m.state_dict())
-    for u, v in zip(m2(torch.stack([lr_q, lr_k], 1)), m3(lr_q, lr_k)): assert torch.equal(u, v)
+    assert all(p.grad is not None for p in m.encoder.parameters())
+    assert all(p.grad is None for p in net.objective.encoder_k.parameters())
+    assert int(net.objective.queue.ptr) == 4
 
 
 def test_api_errors():
     m = BlindSR(scale=2, **SMALL)
-    with pytest.raises(ValueError, match=r'needs \(lr_query, lr_key\)'): m.train()(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r'needs \(im_q, im_k\)'): MoCo(m.encoder, K=8)(m.encoder, torch.rand(1, 3, 8, 8), None)
     with pytest.raises(ValueError, match=r'lr must be a \(B,3,h,w\)'): m.eval()(torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match=r'lr must be a \(B,3,h,w\)'): m.eval()(torch.rand(1, 1, 8, 8))
-    with pytest.raises(ValueError, match=r'\(B,2,3,h,w\)'): m.train()(torch.rand(1, 3, 3, 8, 8))
+    with pytest.raises(ValueError, match=r'lr must be a \(B,3,h,w\)'): m.train()(torch.rand(1, 3, 3, 8, 8))
     with pytest.raises(ValueError, match=r'fea must be \(1, 32\)'): m.sr_net(torch.rand(1, 3, 8, 8), torch.rand(1, 64))
     with pytest.raises(ValueError, match='n_feats must be a positive int'): DASR(n_feats=0)
     with pytest.raises(ValueError, match='width must be a positive int'): DegradationEncoder(width=0)
 
 
-def test_representation_and_eval_use_query_encoder():
+def test_representation_and_eval_use_the_encoder():
     m = BlindSR(scale=2, **SMALL).eval()
     lr = torch.rand(2, 3, 12, 12)
     with torch.no_grad():
@@ -147,7 +147,8 @@ def test_channels_last_and_state_dict_round_trip():
         torch.testing.assert_close(m(lr.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-5, atol=1e-6)
     buf = io.BytesIO(); torch.save(m.state_dict(), buf); buf.seek(0)
     sd = torch.load(buf, weights_only=True)
-    assert {'encoder.queue.keys', 'encoder.queue.ptr', 'sr_net.sub_mean.weight', 'sr_net.add_mean.bias'} <= set(sd)
+    assert {'encoder.features.0.weight', 'sr_net.sub_mean.weight', 'sr_net.add_mean.bias'} <= set(sd)
+    assert {k.split('.')[0] for k in sd} == {'encoder', 'sr_net'}               # the training objective is not in the model
     m2 = BlindSR(scale=2, **SMALL).eval(); m2.load_state_dict(sd)
     with torch.no_grad(): assert torch.equal(m2(lr), ref)
 
@@ -157,8 +158,9 @@ def test_paper_sizes_from_registry():
     for name in ('dasr_x2', 'dasr_x3', 'dasr_x4'):
         m = create_model(name)
         counts[name] = sum(p.numel() for p in m.sr_net.parameters()) + 24
-        assert sum(p.numel() for p in m.encoder.encoder_q.parameters()) == 1_278_784
-        assert (m.encoder.queue.K, m.encoder.m, m.encoder.T) == (8192, 0.999, 0.07)
+        assert sum(p.numel() for p in m.encoder.parameters()) == 1_278_784
+        moco = create_objective('infonce', m.encoder)                        # the paper's MoCo
+        assert (moco.queue.K, moco.queue.dim, moco.m, moco.T) == (8192, 256, 0.999, 0.07)
     assert counts['dasr_x4'] == 4_690_523
     # x2: one 64->256 upsampling conv instead of two; x3: one 64->576 conv
     up = 64 * 256 * 9 + 256
@@ -170,29 +172,31 @@ def test_cross_attention_fusion_blindsr():
     "fusion='xattn' replaces every DA conv by cross-attention whose query is the representation; it trains end to end."
     from blindsr.models import create_model
     from blindsr.models.dasr import DACrossAttention
-    m = create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=2, width=8, K=8, fusion='xattn')
+    m = create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=2, width=8, fusion='xattn')
     fusions = [mod for mod in m.modules() if isinstance(mod, DACrossAttention)]
     assert len(fusions) == 4 and not any(type(mod).__name__ == 'DAConv' for mod in m.modules())
-    sr, logits, labels = m.train()(torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12))
+    sr, loss_c, _ = ContrastiveSR(m, MoCo(m.encoder, K=8)).train()(torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12))
     assert sr.shape == (2, 3, 24, 24)
-    (sr.mean() + torch.nn.functional.cross_entropy(logits, labels)).backward()
+    (sr.mean() + loss_c).backward()
     assert all(f.to_q.weight.grad is not None and f.to_q.weight.grad.abs().sum() > 0 for f in fusions)
-    assert m.encoder.encoder_q.features[0].weight.grad is not None      # the SR loss reaches the encoder through the queries
+    assert m.encoder.features[0].weight.grad is not None      # the SR loss reaches the encoder through the queries
     with pytest.raises(ValueError, match="fusion must be one of"):
-        create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=1, width=8, K=8, fusion='film')
+        create_model('blindsr', scale=2, n_feats=16, n_groups=1, n_blocks=1, width=8, fusion='film')
 
 
 def test_timm_encoder_in_blindsr_trains_and_saves():
     "encoder_arch picks a timm backbone (here resnet18, stage 2: 128-d); MoCo, the SR net and the state dict follow."
     from blindsr.models import create_model
-    m = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18', encoder_stage=2)
+    m = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, encoder_arch='resnet18', encoder_stage=2)
     assert m.representation(torch.rand(2, 3, 24, 24)).shape == (2, 128)
-    sr, logits, labels = m.train()(torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24))
+    moco = MoCo(m.encoder, K=8)
+    fea, logits, labels = moco.logits(m.encoder.train(), torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24))
+    sr = m.sr_net(torch.rand(2, 3, 24, 24), fea)
     assert sr.shape == (2, 3, 48, 48) and logits.shape == (2, 9)
     (sr.mean() + F.cross_entropy(logits, labels)).backward()
-    assert m.encoder.encoder_q.backbone.conv1.weight.grad is not None
-    assert all(p.grad is None for p in m.encoder.encoder_k.parameters())
-    again = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18')
+    assert m.encoder.backbone.conv1.weight.grad is not None
+    assert all(p.grad is None for p in moco.encoder_k.parameters())
+    again = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, encoder_arch='resnet18')
     again.load_state_dict(m.state_dict())
     with pytest.raises(ValueError, match="cannot build 'resnet18' with stage 9"):
-        create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, K=8, encoder_arch='resnet18', encoder_stage=9)
+        create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, encoder_arch='resnet18', encoder_stage=9)

@@ -1,4 +1,5 @@
-"""PCL-SISR's loss and the alternating discriminator / generator updates (blindsr.pcl), and training with them."""
+"""PCL-SISR's loss (blindsr.losses) and the alternating discriminator / generator updates of the adversarial methods
+(blindsr.methods), and training with them."""
 import numpy as np
 import pytest
 import torch
@@ -7,9 +8,10 @@ import torch.nn.functional as F
 from skimage import data as skdata
 
 from blindsr.degradations import BicubicDegradation
+from blindsr.losses import PerceptualLoss, gaussian_blur, pcl_loss, pcl_samples
+from blindsr.methods import AdversarialMethod, DASRMethod, PCLMethod, SRMethod, StepContext
 from blindsr.models import create_model
 from blindsr.models.discriminators import VGG19_LAYERS
-from blindsr.pcl import AdversarialLoss, PCLLoss, gaussian_blur, pcl_samples
 from blindsr.train import TrainConfig, Trainer, load_checkpoint, read_training_log
 
 
@@ -19,44 +21,47 @@ def photos(size=64):
     return torch.stack([torch.from_numpy(c.copy()).permute(2, 0, 1).float() / 255 for c in crops])
 
 
+def ctx_for(method):
+    return StepContext(0, 0, 'joint', method.net, torch.device('cpu'))
+
+
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_pcl_loss_prefers_hr_to_blurred_hr(seed):
     "The acceptance property: L_CL(output = HR) < L_CL(output = blurred HR), through a fresh discriminator."
     torch.manual_seed(seed)
-    pcl = PCLLoss(k=3)
+    disc = create_model('pcl_discriminator')
     hr = photos()
     lr = BicubicDegradation(4)(hr)[0]
-    samples = pcl.samples(hr, lr, torch.Generator().manual_seed(seed))
+    samples = pcl_samples(hr, lr, 3, torch.Generator().manual_seed(seed))
     blurred = gaussian_blur(hr, 7, torch.full((2,), 1.5), torch.full((2,), 1.5))
     with torch.no_grad():
-        l_hr, l_blur = pcl.contrastive(hr, samples).item(), pcl.contrastive(blurred, samples).item()
+        l_hr, l_blur = pcl_loss(disc, hr, samples).item(), pcl_loss(disc, blurred, samples).item()
     assert l_hr < l_blur, (l_hr, l_blur)
 
 
 def test_gradients_reach_the_generator_and_the_discriminator_only_in_its_step():
     torch.manual_seed(0)
-    pcl = PCLLoss(k=2, adv_weight=1e-3)   # with the adversarial term too: it also goes through the discriminator
     gen = nn.Sequential(nn.Upsample(scale_factor=4, mode='bicubic'), nn.Conv2d(3, 3, 3, padding=1))
+    pcl = PCLMethod(SRMethod(gen, BicubicDegradation(4)), k=2, adv_weight=1e-3)   # the adversarial term also goes through D
     hr = photos(48)
-    lr = BicubicDegradation(4)(hr)[0]
     d_before = {k: v.clone() for k, v in pcl.discriminator.state_dict().items()}
-    sr = gen(lr)
-    loss, logs = pcl(sr, hr, lr, generator=torch.Generator().manual_seed(0))
-    assert set(logs) == {'loss_d', 'loss_pcl', 'loss_adv'}
+    loss, logs = pcl.step(hr, ctx_for(pcl))
+    assert {'loss_d', 'loss_pcl', 'loss_adv'} <= set(logs)
     # discriminator step: the discriminator moved, the generator received nothing
     assert all(p.grad is None for p in gen.parameters())
     assert any(not torch.equal(d_before[k], v) for k, v in pcl.discriminator.state_dict().items() if v.is_floating_point())
     d_grads = [p.grad.clone() for p in pcl.discriminator.parameters()]
-    # generator step: the loss reaches every generator parameter and no discriminator parameter
+    # generator step: the loss (L1 + the method's terms) reaches every generator parameter and no discriminator parameter
     opt = torch.optim.SGD(gen.parameters(), lr=0.1)
-    (F.l1_loss(sr, hr) + loss).backward()
+    loss.backward()
     opt.step()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gen.parameters())
     assert all(torch.equal(g, p.grad) for g, p in zip(d_grads, pcl.discriminator.parameters()))
     assert all(p.requires_grad for p in pcl.discriminator.parameters())   # unfrozen again for the next D step
     # and the contrastive gradient alone is non-zero at the generator
     gen.zero_grad()
-    pcl.contrastive(gen(lr), pcl.samples(hr, lr, torch.Generator().manual_seed(0))).backward()
+    lr = BicubicDegradation(4)(hr)[0]
+    pcl_loss(pcl.discriminator, gen(lr), pcl.samples(hr, lr, torch.Generator().manual_seed(0))).backward()
     assert gen[1].weight.grad.abs().sum() > 0
 
 
@@ -82,16 +87,16 @@ def test_adversarial_loss_with_perceptual_weights(tmp_path):
             sd[f'features.{i}.weight'], sd[f'features.{i}.bias'] = torch.randn(co, c, 3, 3) * 0.05, torch.zeros(co)
             c = co
     torch.save(sd, tmp_path / 'vgg19.pth')
-    adv = AdversarialLoss(perceptual_weights=tmp_path / 'vgg19.pth', perceptual_layer='relu2_2')
-    gen = nn.Conv2d(3, 3, 3, padding=1)
+    gen = nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(3, 3, 3, padding=1))
+    adv = AdversarialMethod(SRMethod(gen, BicubicDegradation(2)), perceptual=PerceptualLoss(tmp_path / 'vgg19.pth', 'relu2_2'))
     hr = photos(32)
-    loss, logs = adv(gen(hr), hr, hr)
-    assert set(logs) == {'loss_d', 'loss_adv', 'loss_perceptual'} and logs['loss_perceptual'] > 0
+    loss, logs = adv.step(hr, ctx_for(adv))
+    assert set(logs) == {'loss_sr', 'loss_aux', 'loss_d', 'loss_adv', 'loss_perceptual'} and logs['loss_perceptual'] > 0
     loss.backward()
-    assert gen.weight.grad.abs().sum() > 0
+    assert gen[1].weight.grad.abs().sum() > 0
     state = adv.training_state()
-    assert set(state) == {'discriminator', 'optimizer'}                    # the frozen VGG is not training state
-    assert all(not k.startswith('vgg') for k in adv.state_dict())
+    assert set(state) == {'generator', 'discriminator', 'optimizer'}      # the frozen VGG is not training state
+    assert not any('vgg' in k for k in state['discriminator']) and state['generator'] == {}
 
 
 class Photos(torch.utils.data.Dataset):
@@ -107,9 +112,11 @@ def test_training_with_pcl_resumes_exactly(tmp_path):
     "A non-blind backbone with PCLLoss: stopping after epoch 1 and resuming gives the weights of an uninterrupted run."
     def make(out):
         torch.manual_seed(5)
-        aux = PCLLoss(k=1, discriminator=create_model('pcl_discriminator', n_feats=8))
+        disc = create_model('pcl_discriminator', n_feats=8)
         cfg = TrainConfig(epochs_encoder=0, epochs_joint=2, steps_per_epoch=2, batch_size=2, lr_joint=1e-3, progress=False)
-        return Trainer('edsr_baseline', dict(scale=2, n_feats=8, n_blocks=1), Photos(), cfg, out, aux=aux)
+        torch.manual_seed(0)
+        model = create_model('edsr_baseline', scale=2, n_feats=8, n_blocks=1)
+        return Trainer(PCLMethod(SRMethod(model), disc, k=1), Photos(), cfg, out)
     full = make(tmp_path / 'full'); full.fit()
     part = make(tmp_path / 'part')
     part.total_steps = 2; part.fit()
@@ -117,14 +124,14 @@ def test_training_with_pcl_resumes_exactly(tmp_path):
     resumed.resume(tmp_path / 'part' / 'checkpoints' / 'last.pt'); resumed.fit()
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
-    for (k, a), b in zip(full.aux.discriminator.state_dict().items(), resumed.aux.discriminator.state_dict().values()):
+    for (k, a), b in zip(full.method.discriminator.state_dict().items(), resumed.method.discriminator.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
     log = read_training_log(tmp_path / 'full' / 'log.csv')
     assert np.isfinite(log['loss_aux']).any() and np.isfinite(log['loss_d']).any()
-    assert load_checkpoint(tmp_path / 'full' / 'checkpoints' / 'last.pt')['aux'] is not None
-    plain = Trainer('edsr_baseline', dict(scale=2, n_feats=8, n_blocks=1), Photos(),
+    assert load_checkpoint(tmp_path / 'full' / 'checkpoints' / 'last.pt')['training']['discriminator'] is not None
+    plain = Trainer(SRMethod(create_model('edsr_baseline', scale=2, n_feats=8, n_blocks=1)), Photos(),
                     TrainConfig(epochs_encoder=0, epochs_joint=1, steps_per_epoch=1, batch_size=2, progress=False), tmp_path / 'plain')
-    with pytest.raises(Exception, match='written with an auxiliary loss'):
+    with pytest.raises(Exception, match='written by a PCLMethod run, this trainer trains with SRMethod'):
         plain.resume(tmp_path / 'full' / 'checkpoints' / 'last.pt')
 
 
@@ -134,8 +141,9 @@ def test_pcl_wraps_dasr(tmp_path):
     cfg = TrainConfig(epochs_encoder=0, epochs_joint=1, steps_per_epoch=1, batch_size=4, progress=False)
     class Two(Photos):
         def __getitem__(self, i): return torch.cat([super().__getitem__(i), super().__getitem__(i + 8)])
-    t = Trainer('blindsr', dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8, bn_groups=2), Two(), cfg, tmp_path / 'dasr',
-                degradation=BicubicDegradation(2), aux=PCLLoss(k=1, discriminator=create_model('pcl_discriminator', n_feats=8)))
+    dasr = DASRMethod(create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8), degradation=BicubicDegradation(2),
+                      K=8, bn_groups=2)
+    t = Trainer(PCLMethod(dasr, create_model('pcl_discriminator', n_feats=8), k=1), Two(), cfg, tmp_path / 'dasr')
     out = t.train_step(torch.stack([t.train_data[i] for i in range(4)]))
     assert out['loss_contrast'] > 0 and out['loss_pcl'] > 0 and out['loss_d'] > 0
     assert abs(out['loss'] - (out['loss_sr'] + out['loss_contrast'] + out['loss_aux'])) < 1e-4

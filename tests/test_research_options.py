@@ -1,28 +1,31 @@
 """Mechanics of the research options of seed 000 (issue 4): SupCon, query-side positives, BYOL, the spatial encoder
-and spatial fusion, n_query in the trainer. Each test checks what the option does, not only that it runs."""
+and spatial fusion, n_query in DASR's method. Each test checks what the option does, not only that it runs."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from blindsr.contrastive import BYOL, MoCo, byol_loss, info_nce_loss
+from blindsr.methods import ContrastiveSR, DASRMethod
+from blindsr.models import create_model
 from blindsr.models.dasr import BlindSR, DASpatialFusion
 from blindsr.models.encoders import DegradationEncoder, SpatialDegradationEncoder
 
-TINY = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=4, K=16)
+TINY = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=4)
 
 
 # ---- SupCon -------------------------------------------------------------------------------------------------------
 
 def test_supcon_loss_is_the_mean_over_positive_columns_and_every_key_is_enqueued():
     torch.manual_seed(0)
-    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=24, objective='supcon', m=1.0).train()
+    enc = DegradationEncoder(width=8).train()
+    moco = MoCo(enc, dim=32, K=24, objective='supcon', m=1.0).train()
     queue_before = moco.queue.keys.clone()
     q_img, k_img = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 3, 24, 24)
-    fea, logits, labels = moco(q_img, k_img)
+    fea, logits, labels = moco.logits(enc, q_img, k_img)
     assert logits.shape == (2, 3 + 24) and labels.dtype == torch.bool and labels.sum().item() == 6
     # recompute by hand: q . k_p / T and q . queue / T, then -mean_p log softmax
     with torch.no_grad():
-        q = F.normalize(moco.encoder_q(q_img)[1], dim=1)
+        q = F.normalize(enc(q_img)[1], dim=1)
         k = F.normalize(moco.encoder_k(k_img.flatten(0, 1))[1], dim=1).view(2, 3, -1)
     manual = torch.cat([torch.einsum('bd,bpd->bp', q, k), q @ queue_before.t()], 1) / moco.T
     torch.testing.assert_close(logits.detach(), manual, atol=1e-4, rtol=0)
@@ -31,16 +34,17 @@ def test_supcon_loss_is_the_mean_over_positive_columns_and_every_key_is_enqueued
     torch.testing.assert_close(moco.queue.keys[:6], k.flatten(0, 1), atol=1e-5, rtol=0)
     moco.criterion(logits, labels)[0].backward()
     assert all(p.grad is None for p in moco.encoder_k.parameters())
-    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+    assert all(p.grad is not None for p in enc.parameters())
 
 
 def test_supcon_with_one_positive_is_infonce():
     torch.manual_seed(3)
-    a = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=16, generator=torch.Generator().manual_seed(0)).train()
-    b = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=16, generator=torch.Generator().manual_seed(0), objective='supcon').train()
+    enc = DegradationEncoder(width=8).train()
+    a = MoCo(enc, dim=32, K=16, generator=torch.Generator().manual_seed(0)).train()
+    b = MoCo(enc, dim=32, K=16, generator=torch.Generator().manual_seed(0), objective='supcon').train()
     b.load_state_dict(a.state_dict())
     x, y = torch.rand(4, 3, 24, 24), torch.rand(4, 3, 24, 24)
-    la, lb = a.criterion(*a(x, y)[1:])[0], b.criterion(*b(x, y[:, None])[1:])[0]
+    la, lb = a(enc, x, y)[1], b(enc, x, y[:, None])[1]
     torch.testing.assert_close(la, lb, atol=1e-5, rtol=0)
 
 
@@ -48,14 +52,15 @@ def test_supcon_with_one_positive_is_infonce():
 
 def test_query_side_positives_average_the_query_and_train_every_view():
     torch.manual_seed(0)
-    moco = MoCo(lambda: DegradationEncoder(width=8), dim=32, K=16).train()
-    moco.encoder_q.eval()   # running BN statistics, so views encoded alone are comparable
+    enc = DegradationEncoder(width=8)
+    moco = MoCo(enc, dim=32, K=16).train()
+    enc.eval()   # running BN statistics, so views encoded alone are comparable
     views = torch.rand(2, 4, 3, 24, 24, requires_grad=True)
-    fea, q = moco.query(views)
-    single = torch.stack([F.normalize(moco.encoder_q(views[:, i])[1], dim=1) for i in range(4)], 1)
+    fea, q = moco.query(enc, views)
+    single = torch.stack([F.normalize(enc(views[:, i])[1], dim=1) for i in range(4)], 1)
     torch.testing.assert_close(q, F.normalize(single.mean(1), dim=1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(fea, moco.encoder_q(views[:, 0])[0], atol=1e-5, rtol=0)
-    fea, logits, labels = moco(views, torch.rand(2, 3, 24, 24))
+    torch.testing.assert_close(fea, enc(views[:, 0])[0], atol=1e-5, rtol=0)
+    fea, logits, labels = moco.logits(enc, views, torch.rand(2, 3, 24, 24))
     assert logits.shape == (2, 17)
     moco.criterion(logits, labels)[0].backward()
     assert (views.grad.abs().sum((0, 2, 3, 4)) > 0).all()
@@ -67,7 +72,7 @@ def test_blindsr_super_resolves_the_first_query_view():
     views = torch.rand(2, 3, 3, 12, 12)
     captured = {}
     h = m.sr_net.register_forward_pre_hook(lambda mod, args: captured.update(x=args[0]))
-    sr, logits, labels = m(views, torch.rand(2, 3, 12, 12))
+    sr, loss, acc = ContrastiveSR(m, MoCo(m.encoder, K=16))(views, torch.rand(2, 3, 12, 12))
     h.remove()
     assert torch.equal(captured['x'], views[:, 0]) and sr.shape == (2, 3, 24, 24)
 
@@ -78,28 +83,30 @@ def test_trainer_n_query_routes_patches(tmp_path, monkeypatch):
     from blindsr.train import TrainConfig, Trainer
     imgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     data = HRImageFolder(images=imgs, patch_size=16, n_patches=4)       # 3 query views + 1 key
-    cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0, n_query=3)
-    t = Trainer('blindsr', dict(TINY, K=8), data, cfg, tmp_path, degradation=DASRDegradation(scale=2, sigma=1.0))
+    cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
+    method = lambda n_query: DASRMethod(create_model('blindsr', **TINY), degradation=DASRDegradation(scale=2, sigma=1.0), K=8, n_query=n_query)
+    t = Trainer(method(3), data, cfg, tmp_path)
     seen_q, seen_k = [], []
-    for enc, seen in ((t.model.encoder.encoder_q, seen_q), (t.model.encoder.encoder_k, seen_k)):
+    for enc, seen in ((t.model.encoder, seen_q), (t.method.objective.encoder_k, seen_k)):
         orig = enc.forward
         monkeypatch.setattr(enc, 'forward', lambda x, orig=orig, seen=seen: (seen.append(x.shape[0]), orig(x))[1])
     t.fit()
     assert set(seen_q) == {6} and set(seen_k) == {2}        # 2 images x 3 query views; 2 images x 1 key
-    assert int(t.model.encoder.queue.ptr) == (4 * 2) % 8
+    assert int(t.method.objective.queue.ptr) == (4 * 2) % 8
     with pytest.raises(ValueError, match='n_query=4'):
-        Trainer('blindsr', dict(TINY, K=8), data, TrainConfig(n_query=4, batch_size=2, progress=False), tmp_path / 'b').train_step(next(iter(torch.utils.data.DataLoader(data, batch_size=2))))
+        Trainer(method(4), data, TrainConfig(batch_size=2, progress=False), tmp_path / 'b').train_step(next(iter(torch.utils.data.DataLoader(data, batch_size=2))))
 
 
 # ---- BYOL ---------------------------------------------------------------------------------------------------------
 
 def test_byol_gradients_reach_online_and_predictor_never_the_target():
     torch.manual_seed(0)
-    byol = BYOL(lambda: DegradationEncoder(width=8), dim=32, m=0.9).train()
-    fea, p, z = byol(torch.rand(4, 3, 24, 24), torch.rand(4, 2, 3, 24, 24))
+    enc = DegradationEncoder(width=8).train()
+    byol = BYOL(enc, dim=32, m=0.9).train()
+    fea, p, z = byol.predict(enc, torch.rand(4, 3, 24, 24), torch.rand(4, 2, 3, 24, 24))
     loss, acc = byol.criterion(p, z)
     loss.backward()
-    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in byol.encoder_q.parameters() if q.ndim > 1)
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in enc.parameters() if q.ndim > 1)
     assert all(q.grad is not None for q in byol.predictor.parameters())
     assert all(k.grad is None and not k.requires_grad for k in byol.encoder_k.parameters())
     torch.testing.assert_close(loss, (byol_loss(p[0], z[0]) + byol_loss(p[1], z[1])) / 2)
@@ -108,29 +115,32 @@ def test_byol_gradients_reach_online_and_predictor_never_the_target():
 
 def test_byol_target_is_the_averaged_momentum_projection():
     torch.manual_seed(1)
-    byol = BYOL(lambda: DegradationEncoder(width=8), dim=32, m=1.0, symmetric=False).train()
+    enc = DegradationEncoder(width=8).train()
+    byol = BYOL(enc, dim=32, m=1.0, symmetric=False).train()
     byol.encoder_k.eval()
     keys = torch.rand(3, 4, 3, 24, 24)
-    _, p, z = byol(torch.rand(3, 3, 24, 24), keys)
+    _, p, z = byol.predict(enc, torch.rand(3, 3, 24, 24), keys)
     with torch.no_grad():
         single = torch.stack([F.normalize(byol.encoder_k(keys[:, i])[1], dim=1) for i in range(4)], 1)
     torch.testing.assert_close(z[0], F.normalize(single.mean(1), dim=1), atol=1e-5, rtol=0)
 
 
 def test_byol_momentum_and_no_queue_in_blindsr(tmp_path):
-    from blindsr.train import TrainConfig, Trainer, load_inference_model
+    from blindsr.train import TrainConfig, Trainer
+    from blindsr.models import load_model
     from blindsr.data import HRImageFolder
     from blindsr.degradations import DASRDegradation
     imgs = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     data = HRImageFolder(images=imgs, patch_size=16, n_patches=2)
     cfg = TrainConfig(epochs_encoder=1, epochs_joint=1, steps_per_epoch=2, batch_size=2, progress=False, val_every=0)
-    t = Trainer('blindsr', dict(TINY, objective='byol', m=0.5), data, cfg, tmp_path, degradation=DASRDegradation(scale=2, sigma=1.0))
-    wk0 = t.model.encoder.encoder_k.features[0].weight.clone()
+    t = Trainer(DASRMethod(create_model('blindsr', **TINY), 'byol', degradation=DASRDegradation(scale=2, sigma=1.0), m=0.5), data, cfg, tmp_path)
+    wk0 = t.method.objective.encoder_k.features[0].weight.clone()
     t.fit()
-    assert not torch.equal(wk0, t.model.encoder.encoder_k.features[0].weight)          # the target followed
+    assert not torch.equal(wk0, t.method.objective.encoder_k.features[0].weight)          # the target followed
     sd = torch.load(tmp_path / 'model_inference.pt', weights_only=True)['state_dict']
+    assert {k.split('.')[0] for k in sd} == {'encoder', 'sr_net'}                      # no predictor, target or queue
     assert not any(k.startswith(('encoder.predictor', 'encoder.encoder_k', 'encoder.queue')) for k in sd)
-    m = load_inference_model(tmp_path / 'model_inference.pt')
+    m = load_model(tmp_path / 'model_inference.pt')
     assert m(torch.rand(1, 3, 10, 10)).shape == (1, 3, 20, 20)
 
 
@@ -175,6 +185,6 @@ def test_spatial_encoder_with_vector_fusion_pools_the_map():
     m = BlindSR(encoder_arch='spatial', fusion='da', **TINY).eval()
     lr = torch.rand(1, 3, 10, 10)
     with torch.no_grad():
-        fea_map = m.encoder.encoder_q(lr)[0]
+        fea_map = m.encoder(lr)[0]
         torch.testing.assert_close(m(lr), m.sr_net(lr, fea_map.mean((2, 3))), atol=1e-5, rtol=0)
     assert m.representation(lr).shape == (1, 16) and m.representation(lr, pooled=False).shape == (1, 16, 10, 10)

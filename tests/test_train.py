@@ -7,13 +7,16 @@ import textwrap
 import pytest
 import torch
 
-from blindsr.train import (CheckpointError, load_checkpoint, load_inference_model,
-                           read_training_log, save_checkpoint)
+from blindsr.core import CheckpointError
+from blindsr.models import CHECKPOINT_FORMAT, load_model
+from blindsr.train import load_checkpoint, read_training_log, save_checkpoint
 
 SETUP = textwrap.dedent("""
     import torch
     from blindsr.data import HRImageFolder
     from blindsr.degradations import DASRDegradation
+    from blindsr.methods import DASRMethod
+    from blindsr.models import create_model
     from blindsr.train import TrainConfig, Trainer
 
     def textures(n=6, size=48):
@@ -29,8 +32,9 @@ SETUP = textwrap.dedent("""
         deg = DASRDegradation(scale=2, sigma=(0.2, 2.0), noise=(0, 10))
         hr = textures(2, 16)
         val = [(f'v{i}', h, deg(h[None, None], generator=torch.Generator().manual_seed(i))[0][0, 0]) for i, h in enumerate(hr)]
-        model = dict(scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8, K=8)
-        return Trainer('blindsr', model, data, TrainConfig(**cfg), out_dir, degradation=deg, val_pairs=val, log_every=1)
+        torch.manual_seed(cfg['seed'])   # the initial weights
+        model = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8)
+        return Trainer(DASRMethod(model, degradation=deg, K=8), data, TrainConfig(**cfg), out_dir, val_pairs=val, log_every=1)
 """)
 exec(SETUP)   # the same setup runs here and in the subprocess that is killed (defines make_trainer)
 
@@ -67,7 +71,7 @@ def test_resume_after_hard_kill_is_exact(tmp_path):
     _same_state(straight.model.state_dict(), resumed.model.state_dict())
     so, ro = straight.optimizer.state_dict()['state'], resumed.optimizer.state_dict()['state']
     for k in so: _same_state(so[k], ro[k])
-    assert straight.best_psnr == resumed.best_psnr
+    assert straight.best_score == resumed.best_score
     # the log was cut back to the checkpoint and continued: same steps as the straight run
     assert read_training_log(straight.log_path)['step'] == read_training_log(resumed.log_path)['step']
 
@@ -78,8 +82,8 @@ def test_run_folder_and_inference_export(tmp_path):
     names = {p.name for p in (tmp_path / 'run').iterdir()}
     assert {'log.csv', 'loss_curve.png', 'model_inference.pt', 'checkpoints'} <= names
     assert {p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()} == {'last.pt', 'best.pt'}
-    assert out['best_psnr'] > 10
-    m = load_inference_model(tmp_path / 'run' / 'model_inference.pt')
+    assert out['best_score'] > 10
+    m = load_model(tmp_path / 'run' / 'model_inference.pt')
     exported = torch.load(tmp_path / 'run' / 'model_inference.pt', weights_only=True)['state_dict']
     assert not any(k.startswith('encoder.encoder_k') or k.startswith('encoder.queue') for k in exported)
     lr = torch.rand(1, 3, 10, 12)
@@ -96,11 +100,11 @@ def test_checkpoint_faults_name_the_file(tmp_path):
     last.write_bytes(good[: len(good) // 2])
     with pytest.raises(CheckpointError, match='last.pt: not a readable PyTorch checkpoint'):
         make_trainer(tmp_path / 'run').resume(last)
-    save_checkpoint(last, {'format': 'blindsr-train-1', 'model_spec': {'name': 'other', 'kwargs': {}}})
+    save_checkpoint(last, {'format': CHECKPOINT_FORMAT, 'model_spec': {'name': 'other', 'kwargs': {}}})
     with pytest.raises(CheckpointError, match='last.pt: written for model'):
         make_trainer(tmp_path / 'run').resume(last)
     with pytest.raises(FileNotFoundError, match='nothere.pt'):
-        load_inference_model(tmp_path / 'nothere.pt')
+        load_model(tmp_path / 'nothere.pt')
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -126,8 +130,8 @@ def test_bad_config_is_rejected_before_training(tmp_path):
 def test_bf16_autocast_and_ema(tmp_path):
     t = make_trainer(tmp_path / 'run', precision='bf16', ema_decay=0.9, epochs_joint=1)
     out = t.fit()
-    assert t.step == 6 and out['best_psnr'] > 10
+    assert t.step == 6 and out['best_score'] > 10
     ema_model = t.inference_model()
     assert not torch.equal(ema_model.sr_net.head[0].weight, t.model.sr_net.head[0].weight)
-    m = load_inference_model(tmp_path / 'run' / 'model_inference.pt')
+    m = load_model(tmp_path / 'run' / 'model_inference.pt')
     assert torch.equal(m.sr_net.head[0].weight, ema_model.sr_net.head[0].weight)

@@ -15,7 +15,7 @@ from . import register_model
 __all__ = ['DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder', 'SpatialDegradationEncoder',
            'spatial_encoder']
 
-# %% ../../nbs/11_encoders.ipynb #58f843cd
+# %% ../../nbs/11_encoders.ipynb #139f7722
 def _conv_bn_act(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True)]
 
@@ -32,7 +32,7 @@ class DegradationEncoder(nn.Module):
                                       *_conv_bn_act(2 * w, 4 * w, stride=2), *_conv_bn_act(4 * w, 4 * w),
                                       nn.AdaptiveAvgPool2d(1))
         self.mlp = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4 * w, 4 * w))
-        self.fea_dim, self.in_chans, self.rgb_range = 4 * w, in_chans, rgb_range
+        self.fea_dim, self.proj_dim, self.in_chans, self.rgb_range = 4 * w, 4 * w, in_chans, rgb_range
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -45,7 +45,7 @@ def dasr_encoder(width: int = 64, **kwargs) -> DegradationEncoder:
     "DASR's degradation encoder (paper size at `width=64`: 1,278,784 parameters, 256-d representation)."
     return DegradationEncoder(width=width, **kwargs)
 
-# %% ../../nbs/11_encoders.ipynb #c7671d03
+# %% ../../nbs/11_encoders.ipynb #49fe3879
 class TimmDegradationEncoder(nn.Module):
     """A timm backbone (`arch`, features of stage `stage`) + global pooling + MLP head; `forward(x)` with `x` (B,3,H,W)
     in [0,1] returns `(fea, proj)`. `weights`: an optional state-dict file for the backbone (loaded with weights_only)."""
@@ -62,6 +62,7 @@ class TimmDegradationEncoder(nn.Module):
         self.register_buffer('std', torch.tensor(cfg.get('std', (0.229, 0.224, 0.225))[:in_chans]).view(1, -1, 1, 1), persistent=False)
         self.fea_dim, self.in_chans = self.backbone.feature_info.channels()[0], in_chans
         self.mlp = nn.Sequential(nn.Linear(self.fea_dim, proj_dim), nn.LeakyReLU(0.1, inplace=True), nn.Linear(proj_dim, proj_dim))
+        self.proj_dim = proj_dim
 
     def _load(self, path):
         from blindsr.core import read_state_dict
@@ -80,7 +81,7 @@ def timm_encoder(arch: str = 'resnet50', stage: int = 2, **kwargs) -> TimmDegrad
     "A timm backbone as degradation encoder (ResNet-50 stage 2 by default: 512-d representation)."
     return TimmDegradationEncoder(arch=arch, stage=stage, **kwargs)
 
-# %% ../../nbs/11_encoders.ipynb #18b5dbc6
+# %% ../../nbs/11_encoders.ipynb #75a0ea99
 class SpatialDegradationEncoder(nn.Module):
     """DASR's encoder without downsampling: `forward(x)` returns `(fea, proj)` with the representation map `fea`
     (B, 4*width, h, w) and the MLP projection (B, 4*width) of its global average."""
@@ -92,7 +93,7 @@ class SpatialDegradationEncoder(nn.Module):
         self.features = nn.Sequential(*_conv_bn_act(in_chans, w), *_conv_bn_act(w, w), *_conv_bn_act(w, 2 * w),
                                       *_conv_bn_act(2 * w, 2 * w), *_conv_bn_act(2 * w, 4 * w), *_conv_bn_act(4 * w, 4 * w))
         self.mlp = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4 * w, 4 * w))
-        self.fea_dim, self.in_chans, self.rgb_range = 4 * w, in_chans, rgb_range
+        self.fea_dim, self.proj_dim, self.in_chans, self.rgb_range = 4 * w, 4 * w, in_chans, rgb_range
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
