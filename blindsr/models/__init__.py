@@ -19,8 +19,8 @@ from ..core import CheckpointError, read_checkpoint
 
 # %% auto #0
 __all__ = ['INFERENCE_FORMAT', 'CHECKPOINT_FORMAT', 'register_model', 'list_models', 'is_model', 'create_model', 'WeightFormat',
-           'register_weight_format', 'weight_format', 'fit_state_dict', 'load_model', 'model_from_checkpoint',
-           'describe_checkpoint', 'takes_representation']
+           'register_weight_format', 'weight_format', 'fit_state_dict', 'rename_state_dict', 'load_model',
+           'model_from_checkpoint', 'describe_checkpoint', 'takes_representation']
 
 # %% ../../nbs/09_models.ipynb #7b8e663f
 _ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.dasr', 'blindsr.models.classic',
@@ -121,6 +121,17 @@ def fit_state_dict(model: nn.Module, sd: dict, path, what: str) -> nn.Module:
     if wrong: raise CheckpointError(f"{path}: {len(wrong)} tensors have the wrong shape: {wrong[:5]}")
     model.load_state_dict(sd)
     return model
+
+# %% ../../nbs/09_models.ipynb #2673426c
+def rename_state_dict(sd: dict, rename: Callable, path, what: str, skip: tuple = ()) -> dict:
+    "`sd` under the names `rename(key)` gives; keys starting with `skip` are left out, a key renamed to None is an error."
+    out, unknown = {}, []
+    for k, v in sd.items():
+        if k.startswith(skip): continue
+        new = rename(k)
+        (unknown.append(k) if new is None else out.__setitem__(new, v))
+    if unknown: raise CheckpointError(f"{path}: {len(unknown)} keys of no {what} module, e.g. {unknown[:5]}")
+    return out
 
 # %% ../../nbs/09_models.ipynb #059a6402
 def load_model(path, model: str | None = None, scale: int | None = None, device=None, verbose: bool = False,
