@@ -408,7 +408,7 @@ class Text(Param):
     def describe(self): return 'a non-empty string'
     def allows(self, v): return isinstance(v, str) and bool(v)
 
-# %% ../nbs/00_core.ipynb #e09473ff
+# %% ../nbs/00_core.ipynb #263a21ec
 class Range(Param):
     "A (low, high) pair of numbers with `low_bound` <= low <= high."
     def __init__(self, low_bound=0, optional=False): self.low_bound, self.optional = low_bound, optional
@@ -419,18 +419,16 @@ class Range(Param):
 
 class File(Param):
     "The path of an existing file."
+    noun, exists = 'file', staticmethod(Path.is_file)
     def __init__(self, optional=False): self.optional = optional
-    def describe(self): return 'the path of an existing file'
-    def allows(self, v): return isinstance(v, (str, os.PathLike)) and Path(v).is_file()
+    def describe(self): return f'the path of an existing {self.noun}'
+    def allows(self, v): return isinstance(v, (str, os.PathLike)) and self.exists(Path(v))
     def why_not(self, v):
-        return None if (v is None and self.optional) or self.allows(v) else 'is not a file'
+        return None if (v is None and self.optional) or self.allows(v) else f'is not a {self.noun}'
 
 class Folder(File):
     "The path of an existing folder."
-    def describe(self): return 'the path of an existing folder'
-    def allows(self, v): return isinstance(v, (str, os.PathLike)) and Path(v).is_dir()
-    def why_not(self, v):
-        return None if (v is None and self.optional) or self.allows(v) else 'is not a folder'
+    noun, exists = 'folder', staticmethod(Path.is_dir)
 
 class ListOf(Param):
     "A list (or tuple) of at least `min_len` values that `item` allows."

@@ -330,7 +330,7 @@ def benchmark_root(name) -> Path:
     hint = f"; get it with blindsr.download.download({name!r})" if name in DATASETS else ''
     raise FileNotFoundError(f"benchmark {name!r} not found; looked in {', '.join(map(str, places))}{hint}")
 
-# %% ../nbs/03_data.ipynb #07b7c627
+# %% ../nbs/03_data.ipynb #8af8a3e2
 @functools.lru_cache(maxsize=None)
 def _degradation_code_version() -> str:
     import blindsr.degradations as deg
@@ -345,30 +345,26 @@ def _setting_folder(setting: dict, seed: int) -> str:
     return f"x{s['scale']}_{s['mode']}_{blur}_n{s['noise']:g}{extra}_s{seed}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 class BenchmarkSet:
-    """HR test images of a folder or a named benchmark (see `benchmark_root`), modcropped to `scale`, and their
-    LR images under fixed DASR-protocol degradations, reproducible and cached on disk."""
-    def __init__(self, root, scale: int, extensions=IMAGE_EXTENSIONS):
+    """HR test images of a folder or a named benchmark (see `benchmark_root`), or of in-memory `images` (name -> (3, H, W)
+    uint8 or float in [0, 1]; `root` is then the set's name), modcropped to `scale`, and their LR images under fixed
+    DASR-protocol degradations, reproducible and cached on disk."""
+    def __init__(self, root, scale: int, extensions=IMAGE_EXTENSIONS, images: Mapping | None = None):
         self.scale = _positive_int(scale, 'scale')
-        self.root = benchmark_root(root)
-        self.name = self.root.parent.name if self.root.name.upper() == 'HR' else self.root.name
-        self.paths = find_images(self.root, extensions)
-        self.names = [_image_name(p, self.root) for p in self.paths]
         self._hr, self._sha = {}, {}
         self.cache_stats = {'computed': 0, 'read': 0}   # LR images made vs. read from the cache
-
-    @classmethod
-    def from_images(cls, name: str, images: Mapping, scale: int) -> 'BenchmarkSet':
-        "A benchmark of in-memory `images` (name -> (3, H, W) uint8, or float in [0, 1]), e.g. the embedded photographs."
-        if not isinstance(images, Mapping) or not images: raise ValueError(f"BenchmarkSet {name!r}: images must be a non-empty dict name -> image")
-        self = cls.__new__(cls)
-        self.scale, self.root, self.name = _positive_int(scale, 'scale'), None, str(name)
-        self.names = [str(n) for n in images]
+        if images is None:
+            self.root = benchmark_root(root)
+            self.name = self.root.parent.name if self.root.name.upper() == 'HR' else self.root.name
+            self.paths = find_images(self.root, extensions)
+            self.names = [_image_name(p, self.root) for p in self.paths]
+            return
+        # in memory: `root` names the set; an image is keyed in the LR cache by a hash of its pixels
+        if not isinstance(images, Mapping) or not images: raise ValueError(f"BenchmarkSet {root!r}: images must be a non-empty dict name -> image")
+        self.root, self.name, self.names = None, str(root), [str(n) for n in images]
         self.paths = [None] * len(self.names)
-        hrs = [modcrop(_as_chw(x, n), self.scale) for n, x in images.items()]
-        self._hr = dict(enumerate(hrs))
-        self._sha = {i: hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest() for i, x in enumerate(hrs)}
-        self.cache_stats = {'computed': 0, 'read': 0}
-        return self
+        for i, (n, x) in enumerate(images.items()):
+            self._hr[i] = modcrop(_as_chw(x, n), self.scale)
+            self._sha[i] = hashlib.sha256(self._hr[i].contiguous().numpy().tobytes()).hexdigest()
 
     def __len__(self): return len(self.names)
 
@@ -442,7 +438,7 @@ def benchmark_pairs(hr_root_or_name, scale: int, mode: str = 'iso', **kwargs) ->
 
 def embedded_benchmark(scale: int) -> BenchmarkSet:
     "The embedded validation photographs as a benchmark set ('EmbeddedVal'): what experiments evaluate on when no benchmark folder is found."
-    return BenchmarkSet.from_images('EmbeddedVal', {n: _embedded_uint8(n) for n in EMBEDDED_SPLIT['val']}, scale)
+    return BenchmarkSet('EmbeddedVal', scale, images={n: _embedded_uint8(n) for n in EMBEDDED_SPLIT['val']})
 
 def find_benchmarks(sets, scale: int, fallback: bool = True) -> dict:
     """`{name: BenchmarkSet}` of `sets`: names or folders (looked up by `benchmark_root`; those not found are reported

@@ -199,9 +199,9 @@ def evaluate_pairs(sr_fn: SRFn,                      # callable lr (1,C,h,w) -> 
     df = evaluate_methods({'sr_fn': sr_fn}, pairs, scale, crop_border, test_y_channel, with_ssim, device, warmup)
     return PairsResult(df.drop(columns='method'))
 
-# %% ../nbs/31_evaluate.ipynb #b85c8583
+# %% ../nbs/31_evaluate.ipynb #cf73befd
 def _default_score(out: Tensor, target: Tensor, first_input: Tensor) -> float:
-    if out.shape[1] == 3: return sr_psnr(out.clamp(0, 1), target, round(target.shape[-1] / first_input.shape[-1]))
+    if out.shape[1] == 3: return sr_psnr(out, target, round(target.shape[-1] / first_input.shape[-1]))   # quantize clamps
     return psnr(out, target.float(), data_range=1.0).mean().item()
 
 @torch.no_grad()

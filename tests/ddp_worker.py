@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from blindsr import distributed as ddp
-from blindsr.train import TrainConfig, Trainer
+from blindsr.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_common import Textures, config, method   # noqa: E402

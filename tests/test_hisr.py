@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import papermill as pm
 import pytest
 import torch
 

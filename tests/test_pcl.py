@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from skimage import data as skdata
 
 from blindsr.degradations import BicubicDegradation

@@ -18,9 +18,9 @@ import torch.nn as nn
 from ..core import CheckpointError, read_checkpoint
 
 # %% auto #0
-__all__ = ['INFERENCE_FORMAT', 'CHECKPOINT_FORMAT', 'register_model', 'list_models', 'is_model', 'create_model', 'WeightFormat',
-           'register_weight_format', 'weight_format', 'fit_state_dict', 'rename_state_dict', 'load_model',
-           'model_from_checkpoint', 'describe_checkpoint', 'takes_representation']
+__all__ = ['INFERENCE_FORMAT', 'CHECKPOINT_FORMAT', 'EARLIER_FORMATS', 'register_model', 'list_models', 'is_model',
+           'create_model', 'WeightFormat', 'register_weight_format', 'weight_format', 'fit_state_dict', 'load_weights',
+           'rename_state_dict', 'load_model', 'model_from_checkpoint', 'describe_checkpoint', 'takes_representation']
 
 # %% ../../nbs/09_models.ipynb #7b8e663f
 _ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.dasr', 'blindsr.models.classic',
@@ -38,7 +38,7 @@ def _import_architectures():
     finally:
         _arch_state['importing'] = False
 
-# %% ../../nbs/09_models.ipynb #aa1f7bd1
+# %% ../../nbs/09_models.ipynb #61976473
 def register_model(fn: Callable | str | None = None, *, name: str | None = None):
     "Decorator that registers a model factory under `name` (default: the function's name)."
     if isinstance(fn, str): fn, name = None, fn
@@ -72,13 +72,10 @@ def create_model(name: str, checkpoint=None, **kwargs):
         raise ValueError(f"create_model: unknown model name {name!r}{hint} (see blindsr.models.list_models())")
     model = _REGISTRY[name](**kwargs)
     model.model_spec = {'name': name, 'kwargs': dict(kwargs)}
-    if checkpoint is not None:
-        obj = read_checkpoint(checkpoint)
-        fmt = weight_format(obj, checkpoint)
-        fit_state_dict(model, fmt.state_dict(obj, Path(checkpoint)), checkpoint, fmt.what(name, kwargs))
+    if checkpoint is not None: load_weights(model, read_checkpoint(checkpoint), Path(checkpoint))
     return model
 
-# %% ../../nbs/09_models.ipynb #b2f81d9c
+# %% ../../nbs/09_models.ipynb #294cfd59
 @dataclass(frozen=True)
 class WeightFormat:
     """A kind of checkpoint file: `detect(obj)` whether a loaded file is of this kind; `architecture(obj, path, name,
@@ -105,11 +102,11 @@ def weight_format(obj, path, name: str | None = None) -> WeightFormat:
     for fmt in ([_FORMATS[name]] if name else _FORMATS.values()):
         if fmt.detect(obj): return fmt
     if name: _FORMATS[name].state_dict(obj, path)   # the format's own account of what is wrong, if it has one
-    what = f"an {name} checkpoint" if name else f"a checkpoint of a format blindsr reads ({', '.join(_FORMATS)})"
+    what = f"a checkpoint of the {name!r} format" if name else f"a checkpoint of a format blindsr reads ({', '.join(_FORMATS)})"
     keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(f"{path}: not {what}; it holds {keys}")
 
-# %% ../../nbs/09_models.ipynb #cae774d1
+# %% ../../nbs/09_models.ipynb #9a8d7189
 def fit_state_dict(model: nn.Module, sd: dict, path, what: str) -> nn.Module:
     "Load `sd` into `model` if it has exactly the model's tensors with their shapes; else a CheckpointError naming `path`."
     ours = model.state_dict()
@@ -122,6 +119,11 @@ def fit_state_dict(model: nn.Module, sd: dict, path, what: str) -> nn.Module:
     model.load_state_dict(sd)
     return model
 
+def load_weights(model: nn.Module, obj, path, fmt: WeightFormat | None = None) -> nn.Module:
+    "Load the weights of checkpoint `obj` (read from `path`; of format `fmt`, default: told from `obj`) into a registry-built `model`."
+    fmt = fmt or weight_format(obj, path)
+    return fit_state_dict(model, fmt.state_dict(obj, path), path, fmt.what(model.model_spec['name'], model.model_spec['kwargs']))
+
 # %% ../../nbs/09_models.ipynb #2673426c
 def rename_state_dict(sd: dict, rename: Callable, path, what: str, skip: tuple = ()) -> dict:
     "`sd` under the names `rename(key)` gives; keys starting with `skip` are left out, a key renamed to None is an error."
@@ -133,7 +135,7 @@ def rename_state_dict(sd: dict, rename: Callable, path, what: str, skip: tuple =
     if unknown: raise CheckpointError(f"{path}: {len(unknown)} keys of no {what} module, e.g. {unknown[:5]}")
     return out
 
-# %% ../../nbs/09_models.ipynb #059a6402
+# %% ../../nbs/09_models.ipynb #6ea8ed34
 def load_model(path, model: str | None = None, scale: int | None = None, device=None, verbose: bool = False,
                format: str | None = None, **kwargs) -> nn.Module:
     """The network in checkpoint `path` (blindsr training or inference file, official DASR or PSRT weights, BasicSR
@@ -150,9 +152,7 @@ def model_from_checkpoint(obj, path, model: str | None = None, scale: int | None
     fmt = weight_format(obj, path, format)
     if scale is not None: kwargs['scale'] = scale
     name, arch_kwargs = fmt.architecture(obj, path, model, **kwargs)
-    net = _REGISTRY[name](**arch_kwargs)
-    net.model_spec = {'name': name, 'kwargs': dict(arch_kwargs)}
-    fit_state_dict(net, fmt.state_dict(obj, path), path, fmt.what(name, arch_kwargs))
+    net = load_weights(create_model(name, **arch_kwargs), obj, path, fmt)
     if scale is not None and getattr(net, 'scale', scale) != scale:
         raise CheckpointError(f"{path}: holds a x{net.scale} model, but scale={scale} was asked for")
     net.checkpoint_info = {'path': str(path), 'format': fmt.name, **(_blindsr_info(obj) if fmt.name == 'blindsr' else {})}
@@ -166,10 +166,10 @@ def describe_checkpoint(info: dict) -> str:
             + (' (EMA)' if info.get('ema') else '')
             + (f", best validation score so far {score:.4f}" if isinstance(score, float) and math.isfinite(score) else ''))
 
-# %% ../../nbs/09_models.ipynb #21ed9e48
+# %% ../../nbs/09_models.ipynb #5549a169
 INFERENCE_FORMAT = 'blindsr-inference-2'
 CHECKPOINT_FORMAT = 'blindsr-train-2'
-_V1_FORMATS = {'blindsr-inference-1': INFERENCE_FORMAT, 'blindsr-train-1': CHECKPOINT_FORMAT}
+EARLIER_FORMATS = ('blindsr-inference-1', 'blindsr-train-1')   # the model held MoCo: read with `_upgrade_v1`
 _V1_OBJECTIVE_KWARGS = ('K', 'm', 'T', 'bn_groups', 'positives', 'objective', 'generator')
 _V1_TRAINING_ONLY = ('encoder.encoder_k.', 'encoder.queue.', 'encoder.predictor.')
 
@@ -179,26 +179,24 @@ def _upgrade_v1(sd: dict) -> dict:
     return {k.replace('encoder.encoder_q.', 'encoder.', 1): v for k, v in sd.items() if not k.startswith(_V1_TRAINING_ONLY)}
 
 def _blindsr_detect(obj) -> bool:
-    return isinstance(obj, dict) and obj.get('format') in (INFERENCE_FORMAT, CHECKPOINT_FORMAT, *_V1_FORMATS)
+    return isinstance(obj, dict) and obj.get('format') in (INFERENCE_FORMAT, CHECKPOINT_FORMAT, *EARLIER_FORMATS)
 
 def _blindsr_architecture(obj, path, name=None, **kwargs):
     spec = obj.get('model_spec')
     if not (isinstance(spec, dict) and isinstance(spec.get('name'), str)): raise CheckpointError(f"{path}: has no model_spec")
     found = dict(spec.get('kwargs') or {})
-    if obj['format'] in _V1_FORMATS: found = {k: v for k, v in found.items() if k not in _V1_OBJECTIVE_KWARGS}
-    if kwargs.get('scale') is not None and found.get('scale', kwargs['scale']) != kwargs['scale']:
-        raise CheckpointError(f"{path}: holds a x{found['scale']} model, but scale={kwargs['scale']} was asked for")
+    if obj['format'] in EARLIER_FORMATS: found = {k: v for k, v in found.items() if k not in _V1_OBJECTIVE_KWARGS}
     if name is not None and name != spec['name']:
         raise CheckpointError(f"{path}: holds a {spec['name']!r} model, but {name!r} was asked for")
-    clash = {k: v for k, v in kwargs.items() if k in found and found[k] != v}
+    clash = {k: v for k, v in kwargs.items() if k in found and found[k] != v and k != 'scale'}   # the scale: checked on the model
     if clash: raise CheckpointError(f"{path}: holds {spec['name']} with " + ', '.join(f"{k}={found[k]!r}" for k in clash)
                                     + ", but " + ', '.join(f"{k}={v!r}" for k, v in clash.items()) + " was asked for")
     return spec['name'], {**found, **{k: v for k, v in kwargs.items() if k != 'scale'}}
 
 def _blindsr_state_dict(obj, path) -> dict:
-    if obj['format'] in (INFERENCE_FORMAT, 'blindsr-inference-1'): sd = obj['state_dict']
+    if obj['format'].startswith('blindsr-inference'): sd = obj['state_dict']
     else: sd = obj['ema']['shadow'] if obj.get('ema') else obj['model']   # a run with an EMA validated the average
-    return _upgrade_v1(sd) if obj['format'] in _V1_FORMATS else sd
+    return _upgrade_v1(sd) if obj['format'] in EARLIER_FORMATS else sd
 
 def _blindsr_info(obj) -> dict:
     spe = (obj.get('config') or {}).get('steps_per_epoch')
