@@ -242,10 +242,11 @@ class EpochSampler(Sampler):
             yield from idx[i * self.batch_size + self.rank * b:i * self.batch_size + (self.rank + 1) * b]
     def __len__(self): return (self.n_batches - self.start_batch) * self.local_batch
 
-# %% ../nbs/03_data.ipynb #1e3ac2d1
+# %% ../nbs/03_data.ipynb #dd0e6b8d
 EMBEDDED_SPLIT = {
     'train': ('astronaut', 'chelsea', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina'),
     'val': ('coffee', 'stereo_motorcycle'),
+    'probe': ('brick', 'grass', 'gravel', 'camera', 'coins', 'moon'),   # greyscale, for representation probes
 }
 
 @functools.lru_cache(maxsize=None)
@@ -257,11 +258,11 @@ def _embedded_uint8(name: str) -> Tensor:
 
 def _embedded_names(split: str) -> tuple:
     if split == 'all': return EMBEDDED_SPLIT['train'] + EMBEDDED_SPLIT['val']
-    if split not in EMBEDDED_SPLIT: raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    if split not in EMBEDDED_SPLIT: raise ValueError(f"split must be 'train', 'val', 'probe' or 'all', got {split!r}")
     return EMBEDDED_SPLIT[split]
 
 def embedded_images(split: str = 'train') -> dict:
-    "The embedded photographs of `split` ('train', 'val' or 'all'): name -> float (3, H, W) tensor in [0, 1]."
+    "The embedded photographs of `split` ('train', 'val', 'probe' or 'all' = train + val): name -> float (3, H, W) tensor in [0, 1]."
     return {n: _embedded_uint8(n).float() / 255 for n in _embedded_names(split)}
 
 def embedded_dataset(split: str = 'train', **kwargs) -> HRImageFolder:

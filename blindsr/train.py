@@ -134,7 +134,7 @@ class EMA:
     def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
     def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
 
-# %% ../nbs/30_train.ipynb #be8ac20d
+# %% ../nbs/30_train.ipynb #b6de22c9
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss')   # the first columns of log.csv; a method's log_fields follow
 
 class Trainer:
@@ -149,6 +149,9 @@ class Trainer:
         if cfg.epochs_encoder and 'encoder' not in method.phases:
             raise ValueError(f"TrainConfig.epochs_encoder={cfg.epochs_encoder}: {type(method).__name__} has no 'encoder' phase "
                              f"to pre-train (its phases: {', '.join(method.phases)}); set epochs_encoder=0")
+        if cfg.epochs_joint and 'joint' not in method.phases:
+            raise ValueError(f"TrainConfig.epochs_joint={cfg.epochs_joint}: {type(method).__name__} trains no joint phase "
+                             f"(its phases: {', '.join(method.phases)}); set epochs_joint=0")
         if len(train_data) == 0: raise ValueError("Trainer: train_data is empty")
         ddp.init_distributed()   # under torchrun: join the process group (a no-op otherwise)
         self.rank, self.world_size, self.is_main = ddp.rank(), ddp.world_size(), ddp.is_main_process()

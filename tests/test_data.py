@@ -232,7 +232,7 @@ def test_embedded_split():
     ds = embedded_dataset('train', patch_size=48, repeat=2)
     assert ds.names == list(EMBEDDED_SPLIT['train']) and len(ds) == 12 and ds[0].shape == (2, 3, 48, 48)
     assert all(x.dtype == torch.uint8 for x in ds._images)
-    with pytest.raises(ValueError, match="split must be 'train', 'val' or 'all'"):
+    with pytest.raises(ValueError, match="split must be 'train', 'val', 'probe' or 'all'"):
         embedded_dataset('test')
 
 
