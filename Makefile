@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install demo ablation ablation-extra pcl hisr tiles test export check-export docs lab bench clean
+.PHONY: install demo representation ablation ablation-extra pcl hisr tiles test export check-export docs lab bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,16 @@ ablation: install
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/ablation.ipynb $(RUNS)/ablation.ipynb \
 	    -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures"
 	@cat figures/ablation.md
+
+# What the degradation representation learns (issue 16): train_encoder.ipynb for each objective (DASR's MoCo, the
+# degradation-aware 'degcon', the supervised estimator, both) x 3 paired seeds at 3000 steps, learning curves against
+# the untrained floor and the estimator's ceiling, paired intervals; about 25 minutes a seed on 2 cores. Finished runs
+# in $(RUNS)/representation are reused; the report (representation.md, representation_curves.png) goes to figures/.
+representation: install
+	mkdir -p $(RUNS) figures
+	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/representation.ipynb \
+	    $(RUNS)/representation.ipynb -p out_dir "$(CURDIR)/$(RUNS)/representation" -p report_dir "$(CURDIR)/figures"
+	@cat figures/representation.md
 
 # The second grid (SupCon, query-side positives, spatial encoder + fusion, momentum 0.999), parameters in
 # nbs/experiments/ablation_extra.yaml; about 35 minutes when the default grid's runs are there to reuse.

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 # %% auto #0
 __all__ = ['SRFn', 'METRIC_COLUMNS', 'TABLE2_SETS', 'eval_mode', 'sr_psnr', 'evaluate_methods', 'PairsResult', 'evaluate_pairs',
            'validation_score', 'bicubic_sr', 'summarize', 'benchmark_grid', 'table2_grid', 'to_markdown_table',
-           'plot_grid', 'kernel_label', 'table3_grid']
+           'plot_grid', 'kernel_label', 'table3_grid', 'paired_difference']
 
 # %% ../nbs/31_evaluate.ipynb #b62a7063
 from .core import autocast
@@ -426,3 +426,18 @@ def table3_grid(methods: Mapping[str, SRFn],
     noises = [float(n) for n in noises]
     conditions = ((dict(scale=scale, kernel=label, noise=n), pairs_for(spec, n)) for label, spec in items for n in noises)
     return benchmark_grid(_with_bicubic(methods, scale, bicubic), conditions, scale, per_image, **kwargs)
+
+# %% ../nbs/31_evaluate.ipynb #8e052421
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """Mean of the paired differences `a - b` (one value per seed, in the same seed order), its `confidence`
+    Student-t interval, and `verdict`: 'higher', 'lower' or 'undecided' (the interval contains 0, or fewer than 2 pairs)."""
+    from scipy import stats
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1: raise ValueError(f"paired_difference: a and b must be 1-D of one length (one value per seed), got {a.shape} and {b.shape}")
+    if not 0 < confidence < 1: raise ValueError(f"paired_difference: confidence must be in (0, 1), got {confidence!r}")
+    d = a - b
+    n, mean = len(d), float(d.mean()) if len(d) else math.nan
+    if n < 2: return dict(mean=mean, low=math.nan, high=math.nan, n=n, verdict='undecided')
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    low, high = mean - half, mean + half
+    return dict(mean=mean, low=low, high=high, n=n, verdict='higher' if low > 0 else 'lower' if high < 0 else 'undecided')

@@ -42,3 +42,20 @@ def test_train_encoder_rejects_bad_parameters(tmp_path, name, value, msg):
     params = dict(TINY, objective='estimator', out_dir=str(tmp_path / 'run'))
     with pytest.raises(ValueError, match=msg.replace('(', r'\(').replace(')', r'\)')):
         check_parameters('train_encoder', **{**params, name: value})
+
+
+def test_representation_grid_pairs_seeds_and_labels_the_floor(tmp_path):
+    "The objective grid: every variant x seed run once (then reused), paired intervals, the floor and the choice on validation."
+    budget = {**TINY, 'test_sets': ['Set5']}
+    params = dict(objectives={'infonce': {'objective': 'infonce'}, 'estimator': {'objective': 'estimator'}}, seeds=[0, 1],
+                  budget=budget, out_dir=str(tmp_path / 'grid'))
+    run_experiment('representation', tmp_path, **params)
+    md = (tmp_path / 'grid' / 'representation.md').read_text()
+    assert '| untrained (floor) |' in md and 'test sigma R² vs infonce (95% CI)' in md
+    assert 'chosen on validation' in md and ('undecided' in md or 'higher' in md or 'lower' in md)
+    assert (tmp_path / 'grid' / 'representation_curves.png').stat().st_size > 10_000
+    summary = json.loads((tmp_path / 'grid' / 'summary.json').read_text())
+    assert summary['best'] in ('infonce', 'estimator') and len(summary['values']['estimator / test / sigma_r2']) == 2
+    stamp = (tmp_path / 'grid' / 'infonce' / 'seed0' / 'metrics.json').stat().st_mtime
+    run_experiment('representation', tmp_path, **params)                  # finished runs are reused
+    assert (tmp_path / 'grid' / 'infonce' / 'seed0' / 'metrics.json').stat().st_mtime == stamp
