@@ -206,3 +206,69 @@ def test_trainer_multi_crop_sizes_reach_the_encoder(tmp_path, monkeypatch):
     t.fit()
     assert (16, 16) in seen and (12, 12) in seen, seen     # LR crop sizes 32/2 and 24/2
     assert t.step == 4 and int(t.method.objective.queue.ptr) == (4 * 2) % 8
+
+
+# --- degradation-aware objectives -------------------------------------------------------------------------------
+from blindsr.contrastive import DegradationEstimator, DegradationTargets, WithEstimator, create_objective
+
+TARGETS = DegradationTargets({'sigma': (0.2, 4.0), 'noise': (0.0, 10.0)})
+
+
+def params_of(sigmas, noises): return {'sigma': torch.tensor(sigmas), 'noise': torch.tensor(noises)}
+
+
+def test_degcon_positives_are_the_keys_of_one_degradation_and_a_resume_keeps_their_labels():
+    enc, dc = small_moco(objective='degcon', targets=TARGETS, tolerance=0.05)
+    q, k = batch(0)
+    p = params_of([1.0, 1.0, 3.0, 3.05], [0., 0., 5., 5.])     # two pairs of (near-)equal degradations
+    _, logits, labels = dc.logits(enc, q, k, p)
+    assert labels[:, :4].tolist() == [[True, True, False, False], [True, True, False, False],
+                                      [False, False, True, True], [False, False, True, True]]
+    state = copy.deepcopy(dc.state_dict())
+    assert torch.equal(state['queue.labels'][:4], TARGETS(p))     # the labels are part of the resumable state
+    enc2, dc2 = small_moco(seed=1, objective='degcon', targets=TARGETS)
+    dc2.load_state_dict(state)
+    _, _, labels2 = dc2.logits(enc2, *batch(1), params_of([1.02] * 4, [0.] * 4))
+    assert labels2[:, 4:8].tolist() == [[True, True, False, False]] * 4   # the queue's first two keys are near 1.02
+
+
+def test_degcon_mask_removes_near_keys_from_the_softmax_only():
+    enc, dm = small_moco(objective='degcon', targets=TARGETS, near='mask')
+    p = params_of([1.0, 2.0, 3.0, 4.0], [0.] * 4)
+    dm.logits(enc, *batch(0), p)
+    _, logits, labels = dm.logits(enc, *batch(1), p)             # the same degradations again: the queue holds them
+    assert labels.tolist() == [0, 1, 2, 3]
+    masked = torch.isinf(logits)
+    assert masked[:, 4:8].equal(torch.eye(4, dtype=torch.bool)) and not masked[:, :4].any() and not masked[:, 8:].any()
+    loss, _ = dm.criterion(logits, labels)
+    ref = F.cross_entropy(logits.masked_fill(masked, -1e9), labels)   # the same as leaving those columns out
+    assert torch.allclose(loss, ref, atol=1e-5)
+
+
+def test_estimator_gradients_reach_the_representation_and_the_weight_scales_them():
+    torch.manual_seed(0)
+    enc = DegradationEncoder(width=4).train()
+    est = DegradationEstimator(enc, TARGETS)
+    q, k = batch(0)
+    p = params_of([0.2, 1.0, 2.0, 4.0], [0., 2.5, 5., 10.])
+    fea, loss, acc = est(enc, q, k, p)
+    g = torch.autograd.grad(loss, enc.features[0].weight)[0]
+    assert g.abs().sum() > 0 and 0 <= acc.item() <= 1
+    base = MoCo(enc, K=8, generator=torch.Generator().manual_seed(0))
+    with_est = WithEstimator(copy.deepcopy(base), est, weight=0.0)
+    plain = copy.deepcopy(base)
+    l0 = with_est(enc, q, k, p)[1]
+    l1 = plain(enc, q, k, p)[1]
+    assert torch.allclose(l0, l1, atol=1e-6)                       # weight 0: the contrastive loss alone
+    with_est2 = WithEstimator(copy.deepcopy(base), est, weight=2.0)
+    l2 = with_est2(enc, q, k, p)[1]
+    e = est.criterion(est.estimate(enc(q)[0]), TARGETS(p))[0]
+    assert torch.allclose(l2 - l1, 2.0 * e, atol=1e-4)
+
+
+def test_labelled_objectives_refuse_to_run_without_the_degradation():
+    enc = DegradationEncoder(width=4)
+    for name in ('degcon', 'estimator', 'infonce+estimator', 'degcon+estimator'):
+        obj = create_objective(name, enc, K=8, targets=TARGETS)
+        with pytest.raises(ValueError, match="needs the degradation's params"):
+            obj(enc, *batch(0))

@@ -142,7 +142,7 @@ def test_train_dasr_research_objectives_and_diverse_degradation(tmp_path):
 
 def test_ablation_grid_report_and_reuse(tmp_path):
     "A tiny grid: every run lands in its folder, the report has one row per variant, a second execution reuses the runs."
-    budget = {**TINY_DASR, 'tsne': False, 'scale': 4}
+    budget = {**TINY_DASR, 'tsne': False, 'scale': 4, 'objective': 'infonce'}   # the grid varies DASR's MoCo
     params = dict(variants={'baseline': {}, 'npos3': {'n_pos': 3}}, seeds=[0, 1], budget=budget,
                   out_dir=str(tmp_path / 'abl'), report_dir=str(tmp_path / 'report'))
     out = run_experiment('ablation', tmp_path, **params)
