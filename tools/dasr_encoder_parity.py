@@ -416,11 +416,11 @@ def _plot_probe(ax, probe: dict, colors: dict):
     for kind in ('trained', 'untrained'):
         for impl in ('official', 'blindsr'):
             for seed, p in probe[impl][kind].items():
-                labels.append(f"{impl}\n{'init ' if kind == 'untrained' else ''}seed {seed}")
+                labels.append(f"{impl}{' init' if kind == 'untrained' else ''} s{seed}")
                 vals.append(p['r2']); cols.append(colors[impl] if kind == 'trained' else '0.7')
     ax.bar(range(len(vals)), vals, color=cols)
     for i, v in enumerate(vals): ax.text(i, max(v, 0), f'{v:.2f}', ha='center', va='bottom', fontsize=7)
-    ax.set_xticks(range(len(vals))); ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticks(range(len(vals))); ax.set_xticklabels(labels, fontsize=7, rotation=45, ha='right')
     ax.set_ylabel('sigma R^2 (CV grouped by image)')
     ax.set_title(f"linear probe of the final encoders (grey: untrained)\nheld-out images, sigma {PROBE_SIGMAS}", fontsize=10)
 
@@ -445,7 +445,7 @@ def plot(result: dict, path, window: int):
                 curves = [np.asarray(r[key]) for r in by_seed.values()]
                 for cv in curves: ax.plot(np.arange(1, len(cv) + 1), smooth(cv, 10), color=colors[impl], lw=0.5, alpha=0.6)
                 ax.plot(np.arange(1, len(curves[0]) + 1), smooth(np.mean(curves, 0), window), color=colors[impl], lw=2,
-                        label=f"{impl}: mean of seeds {list(by_seed)}, {window}-step mean")
+                        label=f"{impl}: mean of seeds {', '.join(map(str, by_seed))}, {window}-step mean")
             ax.set_title(f"free run, each with its own pipeline: {label}\n(thin: each seed, 10-step mean; "
                          f"B {c['batch']}, LR {c['lr_patch']}, K {c['K']}, m {c['m']}, T {c['T']})", fontsize=10)
             ax.set_xlabel('step'); ax.legend(fontsize=8)
@@ -562,7 +562,11 @@ def main(argv=None):
     p.add_argument('--write-trace', help='also write the small official trace for tests/test_moco_training_parity.py here')
     p.add_argument('--trace-only', action='store_true', help='only write the trace (needs --write-trace)')
     p.add_argument('--skip-free-run', action='store_true')
+    p.add_argument('--plot-only', action='store_true', help='redraw DIR/parity.png from DIR/parity.json and stop')
     a = p.parse_args(argv)
+    if a.plot_only:
+        plot(json.loads((Path(a.out) / 'parity.json').read_text()), Path(a.out) / 'parity.png', a.window)
+        return None
     if a.K % a.batch: p.error(f"--K {a.K} must be a multiple of --batch {a.batch} (the official queue asserts it)")
     if a.trace_only and not a.write_trace: p.error('--trace-only needs --write-trace')
     torch.set_num_threads(a.threads)
