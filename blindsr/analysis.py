@@ -36,7 +36,7 @@ def degradation_grid(sigmas: Iterable[float],            # isotropic kernel widt
     "Fixed isotropic DASR degradations, one per (sigma, noise), sigma-major."
     return [DASRDegradation(scale, 'iso', sigma=float(s), noise=float(n), **kwargs) for s in sigmas for n in noises]
 
-# %% ../nbs/32_analysis.ipynb #9303b553
+# %% ../nbs/32_analysis.ipynb #9e22f004
 def _hr_images(images) -> list[tuple[str, Tensor]]:
     "[(name, (C,H,W) tensor)] from a dict, a list of tensors, or a sequence of (name, tensor) pairs (a benchmark set)."
     if isinstance(images, Mapping): items = list(images.items())
@@ -79,8 +79,8 @@ class _Encoder:
         feats = []
         for chunk in x.split(self.batch_size):
             f = self.fn(chunk.to(self.device) if self.device is not None else chunk)
-            if isinstance(f, (tuple, list)): f = f[0]             # a degradation encoder's (fea, proj): the representation
-            if isinstance(f, Tensor) and f.dim() == 4: f = f.mean((2, 3))   # a spatial representation map: its average
+            if isinstance(f, (tuple, list)):   # a degradation encoder's (fea, proj): the representation (a spatial map: its mean)
+                f = f[0].mean((2, 3)) if isinstance(f[0], Tensor) and f[0].dim() == 4 else f[0]
             if not isinstance(f, Tensor) or f.dim() != 2 or f.shape[0] != chunk.shape[0]:
                 got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
                 raise ValueError(f"encode_fn must return a (B, D) tensor for a batch of B={chunk.shape[0]} crops, got {got}"
