@@ -21,7 +21,7 @@ from torch.utils.data import Sampler
 
 from .core import (IMAGE_FORMATS, ImageFileError, atomic_write_bytes, default_cache_dir, modcrop, read_image,
                           seeded_generator, shared_dir, write_image)
-from .degradations import BicubicDegradation, DASRDegradation
+from .degradations import BicubicDegradation, DASRDegradation, imresize
 from .download import DATASETS, default_data_root
 
 # %% auto #0
@@ -129,10 +129,15 @@ class HRImageFolder(torch.utils.data.Dataset):
     random crops of image `i % n_images`: (N, 3, P, P) float in [0, 1], or with `patch_size` a sequence of
     (size, count) pairs a tuple of (count, 3, size, size) tensors. Randomness depends only on (seed, epoch, index)."""
     def __init__(self, root=None, patch_size=192, n_patches: int | None = None, augment: bool = True, repeat: int = 1,
-                 extensions=IMAGE_EXTENSIONS, images=None, cache: bool = True, seed: int = 0, num_threads: int | None = None):
+                 extensions=IMAGE_EXTENSIONS, images=None, cache: bool = True, seed: int = 0, num_threads: int | None = None,
+                 rescale: tuple | None = None):
         if (root is None) == (images is None): raise ValueError("give exactly one of root (a folder) and images (in memory)")
         self.patch_spec, self.multi_crop = _patch_spec(patch_size, n_patches)
         self.augment, self.repeat = bool(augment), _positive_int(repeat, 'repeat')
+        if rescale is not None and not (isinstance(rescale, (tuple, list)) and len(rescale) == 2
+                                        and all(isinstance(v, (int, float)) for v in rescale) and 0 < rescale[0] <= rescale[1] <= 1):
+            raise ValueError(f"rescale must be None or (low, high) factors with 0 < low <= high <= 1, got {rescale!r}")
+        self.rescale = tuple(map(float, rescale)) if rescale is not None else None
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.seed = int(seed)
@@ -188,20 +193,24 @@ class HRImageFolder(torch.utils.data.Dataset):
         self._check_size(i, tuple(x.shape[-2:]), max(s for s, _ in self.patch_spec))  # the file may have changed
         return x
 
-    def _crop(self, img: Tensor, size: int, g: torch.Generator) -> Tensor:
+    def _crop(self, img: Tensor, size: int, g: torch.Generator, factor: float = 1.0) -> Tensor:
         H, W = img.shape[-2:]
-        top = int(torch.randint(0, H - size + 1, (1,), generator=g))
-        left = int(torch.randint(0, W - size + 1, (1,), generator=g))
-        p = img[:, top:top + size, left:left + size]
+        region = min(H, W, max(size, round(size / factor)))     # what shrinks to `size` at this factor
+        top = int(torch.randint(0, H - region + 1, (1,), generator=g))
+        left = int(torch.randint(0, W - region + 1, (1,), generator=g))
+        p = img[:, top:top + region, left:left + region]
         if self.augment: p = dihedral(p, int(torch.randint(0, 8, (1,), generator=g)))
-        return p.float() / 255 if p.dtype == torch.uint8 else p.float()
+        p = p.float() / 255 if p.dtype == torch.uint8 else p.float()
+        return imresize(p, size=(size, size)).clamp(0, 1) if region != size else p
 
     def __getitem__(self, index):
         n = len(self)
         if not -n <= index < n: raise IndexError(f"index {index} out of range for {n} items")
         index = int(index) % n
         g, img = self.generator(index), self.image(index % len(self.names))
-        out = tuple(torch.stack([self._crop(img, size, g) for _ in range(count)]) for size, count in self.patch_spec)
+        # one scale factor per item: the crops of an image (a query and its positives) share its content's scale
+        f = 1.0 if self.rescale is None else self.rescale[0] + (self.rescale[1] - self.rescale[0]) * float(torch.rand((), generator=g))
+        out = tuple(torch.stack([self._crop(img, size, g, f) for _ in range(count)]) for size, count in self.patch_spec)
         return out if self.multi_crop else out[0]
 
     @property

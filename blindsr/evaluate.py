@@ -247,7 +247,9 @@ def benchmark_grid(methods: Mapping[str, SRFn],    # name -> sr_fn (callable or 
     methods, scale, frames, warmed = _check_methods(methods), _check_scale(scale), [], set()
     for labels, pairs in conditions:
         where = ', '.join(f'{k}={v}' for k, v in labels.items()) + ': '
-        df = _evaluate(methods, pairs, scale, where=where, warmed=warmed, **kwargs)
+        # a method told the degradation (an oracle) gives its lr -> sr function for this condition's labels
+        fns = {n: fn.for_condition(labels) if hasattr(fn, 'for_condition') else fn for n, fn in methods.items()}
+        df = _evaluate(fns, pairs, scale, where=where, warmed=warmed, **kwargs)
         for i, (k, v) in enumerate(labels.items()): df.insert(1 + i, k, [v] * len(df))
         frames.append(df)
     if not frames: raise ValueError("conditions is empty: nothing to evaluate")

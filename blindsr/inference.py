@@ -75,6 +75,9 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
     inner side; `blend=False` pastes tiles without overlap or context (the naive tiling, for comparison)."""
     if hasattr(model, 'n_bands'):
         raise ValueError(f"upscale: {type(model).__name__} is a fusion network (forward(rgb, hsi_up)); tile it with its two inputs")
+    if getattr(model, 'takes_degradation', False):
+        raise ValueError(f"upscale: {type(model).__name__} must be told the degradation (forward(lr, degradation)); upscale "
+                         f"model.for_condition({{'sigma': ...}}) instead")
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"upscale: image must be (C, h, w) or (1, C, h, w), got {tuple(image.shape)}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device

@@ -22,8 +22,8 @@ from .losses import (PerceptualLoss, gan_discriminator_loss, gan_loss, pcl_discr
 from .models import create_model, takes_representation
 
 # %% auto #0
-__all__ = ['StepContext', 'degrade', 'SRStep', 'Method', 'SRMethod', 'ContrastiveSR', 'DASRMethod', 'AdversarialMethod',
-           'PCLMethod', 'FusionMethod']
+__all__ = ['StepContext', 'degrade', 'SRStep', 'Method', 'SRMethod', 'OracleSRMethod', 'ContrastiveSR', 'DASRMethod',
+           'AdversarialMethod', 'PCLMethod', 'FusionMethod']
 
 # %% ../nbs/25_methods.ipynb #f67389a3
 @dataclass
@@ -123,15 +123,35 @@ class SRMethod(Method):
                              f"{tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__}")
         hr = ctx.to_device(batch)
         if hr.ndim == 5: hr = hr[:, 0]
-        with torch.no_grad(): lr = ctx.layout(degrade(self.degradation, hr, ctx)[0][0])
+        with torch.no_grad(): inputs = self.inputs(hr, ctx)
         with ctx.autocast():
-            sr = ctx.net(lr)
+            sr = ctx.net(*inputs)
             loss_sr = pixel_loss(sr, hr, self.pixel)
             logs, loss = {'loss_sr': loss_sr}, loss_sr
             if self.perceptual is not None:
                 logs['loss_perceptual'] = self.perceptual(sr, hr)
                 loss = loss + logs['loss_perceptual']
-        return SRStep(sr, hr, lr, loss, logs)
+        return SRStep(sr, hr, inputs[0], loss, logs)
+
+    def inputs(self, hr: Tensor, ctx: StepContext) -> tuple:
+        "The model's inputs for HR patches (B, 3, P, P): the LR alone."
+        return (ctx.layout(degrade(self.degradation, hr, ctx)[0][0]),)
+
+# %% ../nbs/25_methods.ipynb #e25c8ab0
+class OracleSRMethod(SRMethod):
+    """Supervised SR of a model told the true degradation (`model(lr, degradation)`, an `OracleSR`): the LR made by
+    `degradation` (default `DASRDegradation`) and the values it drew of the parameters the model is told (`model.names`)."""
+    def __init__(self, model: nn.Module, degradation=None, pixel: str = 'l1', perceptual: PerceptualLoss | None = None):
+        if not getattr(model, 'takes_degradation', False):
+            raise ValueError(f"OracleSRMethod: {type(model).__name__} is not told the degradation (no takes_degradation); use SRMethod")
+        super().__init__(model, degradation or DASRDegradation(scale=model.scale), pixel, perceptual)
+
+    def inputs(self, hr: Tensor, ctx: StepContext) -> tuple:
+        lrs, params = degrade(self.degradation, hr, ctx)
+        missing = [k for k in self.model.names if k not in (params or {})]
+        if missing: raise ValueError(f"OracleSRMethod: {type(self.degradation).__name__} draws no {missing} (it gives "
+                                     f"{sorted(params or {})}); the model is told {list(self.model.names)}")
+        return ctx.layout(lrs[0]), torch.stack([params[k].float() for k in self.model.names], dim=1)
 
 # %% ../nbs/25_methods.ipynb #c56ee554
 class ContrastiveSR(nn.Module):
@@ -252,7 +272,6 @@ def sr_step(self: DASRMethod, batch, ctx: StepContext) -> SRStep:
         loss = loss_sr + self.contrastive_weight * loss_contrast if joint else loss_contrast
     lr = query if query.ndim == 4 else query[:, 0]
     return SRStep(sr, hr, lr, loss, {'loss_sr': loss_sr, 'loss_contrast': loss_contrast, 'contrast_acc': acc})
-
 
 # %% ../nbs/25_methods.ipynb #b7a1abcb
 class AdversarialMethod(Method):

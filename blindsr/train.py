@@ -10,8 +10,12 @@ import csv
 import io
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable
@@ -33,7 +37,7 @@ from .models import CHECKPOINT_FORMAT, EARLIER_FORMATS, INFERENCE_FORMAT
 
 # %% auto #0
 __all__ = ['LOG_FIELDS', 'KNOWN_LOG_FIELDS', 'TrainConfig', 'phase_and_lr', 'save_checkpoint', 'load_checkpoint', 'EMA',
-           'Trainer', 'read_training_log', 'plot_training_log', 'open_run']
+           'Trainer', 'read_training_log', 'plot_training_log', 'open_run', 'run_grid']
 
 # %% ../nbs/30_train.ipynb #4b9fd33f
 def _knob(default, param): return field(default=default, metadata={'param': param})
@@ -402,3 +406,43 @@ def open_run(out_dir, params: dict, resume='auto', ignore=()) -> tuple[Path, Pat
     if ddp.is_main_process(): atomic_write_bytes(previous, json.dumps(params, indent=2).encode())
     ckpt = run / 'checkpoints' / 'last.pt' if resume == 'auto' else (Path(resume) if resume else None)
     return run, (ckpt if ckpt is not None and ckpt.is_file() else None)
+
+# %% ../nbs/30_train.ipynb #6474b275
+def _finished(folder: Path, params: dict) -> dict | None:
+    "The metrics of the run in `folder` if it finished under `params` (parameters it does not record do not count)."
+    done, recorded = folder / 'metrics.json', folder / 'parameters.json'
+    if not (done.exists() and recorded.exists()): return None
+    old = json.loads(recorded.read_text())
+    if any(old.get(k) != json.loads(json.dumps(v, default=str)) for k, v in params.items() if k in old): return None
+    executed = folder.parent / f'{folder.name}.ipynb'    # papermill recorded how long that execution took
+    wall = json.loads(executed.read_text())['metadata'].get('papermill', {}).get('duration') if executed.exists() else None
+    return {'wall_seconds': wall if wall is not None else math.nan, **json.loads(done.read_text())}
+
+def run_grid(notebook, variants: dict, seeds, out_dir, base: dict | None = None, workers: int = 1,
+             threads_per_run: int | None = None, kernel_name: str = 'python3') -> dict:
+    """Execute the papermill `notebook` for each variant (name -> its parameters, over `base`) and seed, in
+    `{out_dir}/{name}/seed{seed}` (given to the notebook as `out_dir`, with `seed`), `workers` runs side by side,
+    each its own process with `threads_per_run` torch threads. Returns `{(name, seed): {'name', 'seed', 'status':
+    'ran' | 'reused' | 'failed', 'wall_seconds', ...the run's metrics.json or 'error'}}`, seeds outermost."""
+    notebook, root = Path(notebook).resolve(), Path(out_dir).resolve()
+    if not notebook.is_file(): raise ValueError(f"run_grid: notebook {str(notebook)!r} does not exist")
+    if not variants: raise ValueError("run_grid: variants is empty")
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"run_grid: workers must be an int >= 1, got {workers!r}")
+    env = {**os.environ, **({'OMP_NUM_THREADS': str(threads_per_run)} if threads_per_run else {})}
+
+    def one(name, seed) -> dict:
+        folder = root / name / f'seed{seed}'
+        params = {**(base or {}), **variants[name], 'seed': seed, 'out_dir': str(folder)}
+        if (old := _finished(folder, params)) is not None: return {'name': name, 'seed': seed, 'status': 'reused', **old}
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        cmd = [sys.executable, '-m', 'papermill', '--cwd', str(notebook.parent), '-k', kernel_name, '--no-progress-bar',
+               str(notebook), str(folder.parent / f'seed{seed}.ipynb'), '-y', json.dumps(params, default=str)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.time() - t0
+        if proc.returncode or not (folder / 'metrics.json').exists():   # one broken variant should not cost the others
+            return {'name': name, 'seed': seed, 'status': 'failed', 'wall_seconds': wall, 'error': proc.stderr.strip()[-600:]}
+        return {'name': name, 'seed': seed, 'status': 'ran', 'wall_seconds': wall, **json.loads((folder / 'metrics.json').read_text())}
+
+    jobs = [(n, s) for s in seeds for n in variants]
+    with ThreadPoolExecutor(workers) as pool: return dict(zip(jobs, pool.map(lambda j: one(*j), jobs)))

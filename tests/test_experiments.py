@@ -140,6 +140,54 @@ def test_train_dasr_research_objectives_and_diverse_degradation(tmp_path):
             assert deg['class'] == 'DASRDegradation' and deg['sigma'] == [0.2, 4.0]
 
 
+def test_train_dasr_controls_oracle_and_constant(tmp_path, benchmarks_dir):
+    "The controls of the representation: the same SR network told the true sigma, or given one learned vector."
+    from blindsr.models import load_model
+    sets = {'Set5': str(benchmarks_dir / 'Set5' / 'HR')}
+    for rep, label in [('oracle', 'DASR told the true sigma (oracle)'), ('constant', 'DASR, constant representation')]:
+        run = tmp_path / rep
+        run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, representation=rep, **TINY_DASR)
+        metrics = json.loads((run / 'metrics.json').read_text())
+        assert metrics['representation'] == rep and metrics['steps'] == 2 and metrics['probe'] is None   # no encoder phase
+        assert {r['method'] for r in metrics['table2']} == {'Bicubic', label}
+        assert all(10 < r['psnr'] < 50 for r in metrics['table2'])
+        assert 'No probe' in (run / 'table.md').read_text()
+        model = load_model(run / 'model_inference.pt')
+        assert type(model).__name__ == ('OracleSR' if rep == 'oracle' else 'BlindSR')
+        if rep == 'oracle': assert model.names == ('sigma',)           # the noise-free training tells only sigma
+        else: assert sum(p.numel() for p in model.encoder.parameters()) == 4 * TINY_DASR['encoder_width']
+
+
+@pytest.mark.parametrize('extra,msg', [(dict(representation='oracle', degradation='diverse'), "parameter representation='oracle'"),
+                                       (dict(representation='constant', epochs_joint=0), 'parameter epochs_joint=0'),
+                                       (dict(representation='constant', encoder_arch='resnet18'), "parameter representation='constant'"),
+                                       (dict(representation='blind'), "parameter representation='blind'")])
+def test_train_dasr_controls_reject_bad_parameters(tmp_path, extra, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_parameters('train_dasr', out_dir=str(tmp_path / 'run'), **{**TINY_DASR, **extra})
+    assert not (tmp_path / 'run').exists()
+
+
+def test_representation_sr_grid_between_floor_and_ceiling(tmp_path, benchmarks_dir):
+    "The SR grid: constant, a learned encoder and the oracle over paired seeds, compared with both ends; runs reused."
+    params = dict(variants={'constant': {'representation': 'constant'}, 'estimator': {'objective': 'estimator'},
+                            'oracle': {'representation': 'oracle'}},
+                  seeds=[0, 1], budget={**TINY_DASR, 'tsne': False, 'benchmark_dirs': {'Set5': str(benchmarks_dir / 'Set5' / 'HR')}},
+                  out_dir=str(tmp_path / 'grid'), workers=2)
+    run_experiment('representation_sr', tmp_path, **params)
+    md = (tmp_path / 'grid' / 'representation_sr.md').read_text()
+    assert '| constant (floor)' in md and '| oracle (ceiling)' in md and '| bicubic |' in md
+    assert "share of the oracle's gain" in md and ('undecided' in md or 'higher' in md or 'lower' in md)
+    assert 'Set5 σ=2.4' in md and 'seeds [0, 1] (paired)' in md
+    assert (tmp_path / 'grid' / 'representation_sr.png').stat().st_size > 10_000
+    summary = json.loads((tmp_path / 'grid' / 'summary.json').read_text())
+    assert set(summary['comparisons']) == {'constant / Set5', 'estimator / Set5', 'oracle / Set5'}
+    assert summary['comparisons']['estimator / Set5']['vs_floor']['n'] == 2
+    stamp = (tmp_path / 'grid' / 'oracle' / 'seed1' / 'metrics.json').stat().st_mtime
+    run_experiment('representation_sr', tmp_path, **params)                 # finished runs are reused
+    assert (tmp_path / 'grid' / 'oracle' / 'seed1' / 'metrics.json').stat().st_mtime == stamp
+
+
 def test_ablation_grid_report_and_reuse(tmp_path):
     "A tiny grid: every run lands in its folder, the report has one row per variant, a second execution reuses the runs."
     budget = {**TINY_DASR, 'tsne': False, 'scale': 4, 'objective': 'infonce'}   # the grid varies DASR's MoCo

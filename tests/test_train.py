@@ -135,3 +135,39 @@ def test_bf16_autocast_and_ema(tmp_path):
     assert not torch.equal(ema_model.sr_net.head[0].weight, t.model.sr_net.head[0].weight)
     m = load_model(tmp_path / 'run' / 'model_inference.pt')
     assert torch.equal(m.sr_net.head[0].weight, ema_model.sr_net.head[0].weight)
+
+
+def _toy_experiment(path):
+    "A papermill notebook that records its parameters and writes metrics.json, or fails when told to."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("out_dir = 'x'\nseed = 0\nscale = 1\nfail = False")
+    params.metadata['tags'] = ['parameters']
+    nb.cells = [params, nbformat.v4.new_code_cell(textwrap.dedent("""
+        import json, pathlib
+        run = pathlib.Path(out_dir); run.mkdir(parents=True, exist_ok=True)
+        (run / 'parameters.json').write_text(json.dumps({'seed': seed, 'scale': scale, 'fail': fail}))
+        assert not fail, 'told to fail'
+        (run / 'metrics.json').write_text(json.dumps({'value': seed * scale}))"""))]
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_run_grid_runs_reuses_and_records_failures(tmp_path):
+    "Every variant x seed in its folder, two at a time; finished runs reused; a failure recorded while the others go on."
+    from blindsr.train import run_grid
+    nb = _toy_experiment(tmp_path / 'toy.ipynb')
+    variants = {'double': {'scale': 2}, 'broken': {'fail': True}}
+    res = run_grid(nb, variants, [0, 1], tmp_path / 'grid', workers=2, threads_per_run=1)
+    assert list(res) == [('double', 0), ('broken', 0), ('double', 1), ('broken', 1)]   # seeds outermost
+    assert [res[('double', s)]['value'] for s in (0, 1)] == [0, 2] and res[('double', 1)]['status'] == 'ran'
+    assert res[('broken', 0)]['status'] == 'failed' and 'told to fail' in res[('broken', 0)]['error']
+    assert (tmp_path / 'grid' / 'double' / 'seed1.ipynb').exists()                    # the executed notebook
+    again = run_grid(nb, variants, [0, 1], tmp_path / 'grid')
+    assert again[('double', 1)]['status'] == 'reused' and again[('double', 1)]['wall_seconds'] > 0
+    assert again[('broken', 1)]['status'] == 'failed'                                  # a failed run is tried again
+    changed = run_grid(nb, {'double': {'scale': 3}}, [1], tmp_path / 'grid')           # other parameters: run again
+    assert changed[('double', 1)]['status'] == 'ran' and changed[('double', 1)]['value'] == 3
+    with pytest.raises(ValueError, match='does not exist'):
+        run_grid(tmp_path / 'missing.ipynb', variants, [0], tmp_path / 'grid')

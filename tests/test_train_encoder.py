@@ -11,7 +11,8 @@ TINY = dict(steps=4, probe_every=2, lr_decay_every=2, encoder_width=4, batch_siz
 
 def test_train_encoder_curve_floor_ceiling_and_resume(tmp_path):
     run = tmp_path / 'run'
-    params = dict(TINY, objective='degcon+estimator', images_per_degradation=2, hard_negatives=True, out_dir=str(run))
+    params = dict(TINY, objective='degcon+estimator', images_per_degradation=2, hard_negatives=True, rescale=[0.5, 1.0],
+                  out_dir=str(run))
     run_experiment('train_encoder', tmp_path, **params)
     from blindsr.analysis import read_probe_curve
     curve = read_probe_curve(run / 'probe_val.csv')
@@ -23,6 +24,7 @@ def test_train_encoder_curve_floor_ceiling_and_resume(tmp_path):
     assert m['probes']['degcon+estimator']['val']['sigma_r2'] == curve[-1]['sigma_r2']
     assert (run / 'figures' / 'train_encoder_curves.png').stat().st_size > 10_000
     assert 'noise accuracy' in (run / 'table.md').read_text()
+    assert json.loads((run / 'parameters.json').read_text())['rescale'] == [0.5, 1.0]
     from blindsr.models import load_model
     enc = load_model(run / 'model_inference.pt')                          # the trained encoder, through the registry
     assert type(enc).__name__ == 'DegradationEncoder' and enc.fea_dim == 16
@@ -37,6 +39,8 @@ def test_train_encoder_curve_floor_ceiling_and_resume(tmp_path):
     ('steps', 5, 'must be a multiple of probe_every (2)'),
     ('objective', 'simclr', 'objective='),
     ('hard_negatives', True, 'needs a MoCo objective'),
+    ('rescale', [0.0, 1.0], 'must be a (low, high) pair of factors'),
+    ('rescale', [0.8, 1.5], '0 < low <= high <= 1'),
 ])
 def test_train_encoder_rejects_bad_parameters(tmp_path, name, value, msg):
     params = dict(TINY, objective='estimator', out_dir=str(tmp_path / 'run'))

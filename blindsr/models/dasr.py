@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from collections.abc import Mapping
+
+from fastcore.basics import patch
 from torch import Tensor
 
 from ..core import CheckpointError, as_state_dict
@@ -17,7 +20,8 @@ from .layers import DIV2K_RGB_MEAN, MeanShift, Upsampler, default_conv
 
 # %% auto #0
 __all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DASpatialFusion', 'DABlock', 'DAGroup', 'DASR', 'BlindSR',
-           'build_blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4', 'map_official_dasr_key', 'load_official_dasr']
+           'build_blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4', 'ConstantRepresentation', 'DegradationEmbedding',
+           'ConditionedSR', 'OracleSR', 'build_oracle_sr', 'map_official_dasr_key', 'load_official_dasr']
 
 # %% ../../nbs/12_dasr.ipynb #d477f4fc
 class DAChannelModulation(nn.Module):
@@ -203,8 +207,9 @@ class DASR(nn.Module):
 
 # %% ../../nbs/12_dasr.ipynb #d981270c
 def _build_encoder(encoder_arch: str, width: int, rgb_range: float, encoder_stage: int, encoder_weights) -> nn.Module:
-    "The degradation encoder of `encoder_arch`: 'dasr', 'spatial' or a timm architecture (e.g. 'resnet50')."
+    "The degradation encoder of `encoder_arch`: 'dasr', 'spatial', 'constant' (no encoder: one learned vector) or a timm architecture (e.g. 'resnet50')."
     if encoder_arch == 'dasr': return DegradationEncoder(width=width, rgb_range=rgb_range)
+    if encoder_arch == 'constant': return ConstantRepresentation(4 * width)      # the size of the 'dasr' encoder's
     if encoder_arch == 'spatial': return SpatialDegradationEncoder(width=width, rgb_range=rgb_range)
     return TimmDegradationEncoder(encoder_arch, stage=encoder_stage, weights=encoder_weights)
 
@@ -262,6 +267,113 @@ def dasr_x3(**kwargs) -> BlindSR:
 def dasr_x4(**kwargs) -> BlindSR:
     "DASR x4 as in the paper."
     return BlindSR(scale=4, **kwargs)
+
+# %% ../../nbs/12_dasr.ipynb #34f1fff6
+class ConstantRepresentation(nn.Module):
+    """A representation that ignores the image: one learned vector of `fea_dim` values for every input, the
+    non-blind control of a blind model. `forward(x)` returns `(fea, fea)` (B, fea_dim), as an encoder does."""
+    def __init__(self, fea_dim: int):
+        super().__init__()
+        if isinstance(fea_dim, bool) or not isinstance(fea_dim, int) or fea_dim < 1:
+            raise ValueError(f"ConstantRepresentation: fea_dim must be a positive int, got {fea_dim!r}")
+        self.fea_dim = fea_dim
+        self.vector = nn.Parameter(torch.randn(fea_dim) * 0.5)   # about the spread of an untrained encoder's output
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        fea = self.vector.expand(x.shape[0], -1)
+        return fea, fea
+
+# %% ../../nbs/12_dasr.ipynb #4d71e2cd
+def _check_ranges(ranges, who: str) -> dict:
+    "The parameters that vary in `ranges` (name -> (low, high)), in order; fixed ones (low == high) carry no information."
+    if not isinstance(ranges, Mapping) or not ranges:
+        raise ValueError(f"{who}: ranges must be a dict name -> (low, high) of the degradation's parameters, got {ranges!r}")
+    out = {}
+    for k, r in ranges.items():
+        if not (isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and r[1] >= r[0]):
+            raise ValueError(f"{who}: range of {k!r} must be (low, high) numbers with high >= low, got {r!r}")
+        if r[1] > r[0]: out[str(k)] = (float(r[0]), float(r[1]))
+    if not out: raise ValueError(f"{who}: no parameter varies in {dict(ranges)}, so the degradation tells the network nothing")
+    return out
+
+class DegradationEmbedding(nn.Module):
+    """The oracle's encoder: the true degradation (B, n), the values of `names` (the parameters that vary in
+    `ranges`) in their own units, each mapped from its range to [0, 1], through an MLP to `fea_dim` values.
+    Returns `(fea, fea)`."""
+    def __init__(self, ranges: Mapping, fea_dim: int = 256, hidden: int = 64):
+        super().__init__()
+        self.ranges = _check_ranges(ranges, 'DegradationEmbedding')
+        self.names, self.fea_dim = tuple(self.ranges), fea_dim
+        lo, hi = torch.tensor([r[0] for r in self.ranges.values()]), torch.tensor([r[1] for r in self.ranges.values()])
+        self.register_buffer('low', lo, persistent=False)           # from the ranges, which model_spec records
+        self.register_buffer('span', hi - lo, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(len(self.names), hidden), nn.LeakyReLU(0.1, inplace=True), nn.Linear(hidden, fea_dim))
+
+    def forward(self, degradation: Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(degradation, Tensor) or degradation.ndim != 2 or degradation.shape[1] != len(self.names):
+            raise ValueError(f"DegradationEmbedding: degradation must be (B, {len(self.names)}) values of {list(self.names)}, got "
+                             f"{tuple(degradation.shape) if isinstance(degradation, Tensor) else type(degradation).__name__}")
+        fea = self.mlp((degradation.to(self.low) - self.low) / self.span)
+        return fea, fea
+
+# %% ../../nbs/12_dasr.ipynb #448417ef
+class ConditionedSR(nn.Module):
+    "`model(lr, degradation)` with one fixed degradation (n,) for every input: an `lr -> sr` function, as the grids and tiles call."
+    def __init__(self, model: nn.Module, degradation: Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer('degradation', degradation.reshape(1, -1).float(), persistent=False)
+
+    def forward(self, lr: Tensor) -> Tensor: return self.model(lr, self.degradation.expand(lr.shape[0], -1))
+
+class OracleSR(nn.Module):
+    """The DASR network told the true degradation instead of estimating it: `model(lr, degradation)` with `lr` (B,3,h,w)
+    in [0,1] and `degradation` (B, n) the values of `names` (the parameters that vary in `ranges`, e.g. DASR's
+    `{'sigma': (0.2, 4.0), 'noise': (0, 0)}` -> `('sigma',)`), in their own units. The same `sr_net` as `BlindSR`."""
+    img_range = 1.0
+    takes_degradation = True     # not an lr -> sr function: `for_condition` makes one
+    def __init__(self, ranges: Mapping, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5,
+                 reduction: int = 8, kernel_size: int = 3, rep_dim: int = 64, fea_dim: int = 256, hidden: int = 64,
+                 rgb_range: float = 255., fusion: str = 'da'):
+        super().__init__()
+        self.encoder = DegradationEmbedding(ranges, fea_dim, hidden)
+        self.sr_net = DASR(scale, n_feats, n_groups, n_blocks, kernel_size, reduction, rep_dim, fea_dim, rgb_range=rgb_range,
+                           fusion=fusion)
+        self.scale, self.rgb_range, self.names = scale, rgb_range, self.encoder.names
+
+    def forward(self, lr: Tensor, degradation: Tensor) -> Tensor:
+        if not isinstance(lr, Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+            raise ValueError(f"OracleSR: lr must be a (B,3,h,w) tensor in [0,1], got {tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__}")
+        fea = self.encoder(degradation)[0]
+        if fea.shape[0] != lr.shape[0]:
+            raise ValueError(f"OracleSR: {lr.shape[0]} LR images but {fea.shape[0]} degradations")
+        return self.sr_net(lr, fea)
+
+# %% ../../nbs/12_dasr.ipynb #4681877d
+@patch
+def degradation_vector(self: OracleSR, **values) -> Tensor:
+    "The (n,) input of one degradation given by name, e.g. `degradation_vector(sigma=2.4)`; names not given are 0 (noise-free)."
+    unknown = sorted(set(values) - set(self.names))
+    if unknown: raise ValueError(f"OracleSR: no degradation parameter {unknown}; it is told {list(self.names)}")
+    out = []
+    for k in self.names:
+        v = float(values.get(k, 0.0))
+        lo, hi = self.encoder.ranges[k]
+        if k not in values and not lo <= 0.0 <= hi:
+            raise ValueError(f"OracleSR: give {k}: its training range {self.encoder.ranges[k]} has no 0 to default to")
+        out.append(v)
+    return torch.tensor(out)
+
+@patch
+def for_condition(self: OracleSR, labels: Mapping) -> ConditionedSR:
+    "The `lr -> sr` function for a grid condition (its labels: e.g. `{'set': 'Set5', 'sigma': 2.4}`)."
+    return ConditionedSR(self, self.degradation_vector(**{k: v for k, v in labels.items() if k in self.names}))
+
+# %% ../../nbs/12_dasr.ipynb #d3c569ad
+@register_model('oracle_sr')
+def build_oracle_sr(ranges: Mapping, scale: int = 4, **kwargs) -> OracleSR:
+    "An `OracleSR` (the DASR network told the true degradation) of any scale and size; see `OracleSR` for the arguments."
+    return OracleSR(ranges, scale=scale, **kwargs)
 
 # %% ../../nbs/12_dasr.ipynb #7e4be04e
 _OFFICIAL_PREFIXES = [('E.encoder_q.E.', 'encoder.features.'), ('E.encoder_q.mlp.', 'encoder.mlp.'), ('G.', 'sr_net.')]
