@@ -75,7 +75,9 @@ def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
     assert sorted({r['sigma'] for r in rows}) == [0.0, 1.2, 2.4, 3.6]
     assert all(10 < r['psnr'] < 50 for r in rows)
     assert -10 < metrics['probe']['sigma_r2'] <= 1 and 0 <= metrics['probe']['noise_accuracy'] <= 1
+    assert -10 < metrics['probe_untrained']['sigma_r2'] <= 1 and metrics['probe_untrained'] != metrics['probe']   # the floor beside it
     table = (run / 'table.md').read_text()
+    assert 'the untrained encoder (floor): sigma R²' in table
     assert table.index('Bicubic') < table.index('DASR (this run)') and 'Set5 σ=2.4' in table
     for name in ('grid', 'representation', 'comparison', 'loss_curve'):
         assert (run / 'figures' / f'train_dasr_{name}.png').stat().st_size > 5_000
