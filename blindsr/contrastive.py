@@ -156,7 +156,6 @@ def _encode(self: MomentumEncoder, encoder: nn.Module, x: Tensor, shuffled: bool
     inverse = order.argsort()
     return tuple(torch.cat(parts)[inverse] for parts in zip(*outs))
 
-
 # %% ../nbs/20_contrastive.ipynb #fd4387a6
 @patch
 def embed(self: MomentumEncoder, encoder: nn.Module, views, shuffled: bool, head: Callable | None = None) -> tuple[Tensor, Tensor]:
@@ -179,7 +178,6 @@ def embed(self: MomentumEncoder, encoder: nn.Module, views, shuffled: bool, head
 def pool(self: MomentumEncoder, z: Tensor) -> Tensor:
     "(B, P, dim) normalised projections -> their normalised mean (B, dim) ('average') or all of them (B*P, dim) ('samples')."
     return F.normalize(z.mean(1), dim=1) if self.positives == 'average' else z.flatten(0, 1)
-
 
 # %% ../nbs/20_contrastive.ipynb #78a2626a
 @patch
@@ -204,7 +202,6 @@ def query(self: MomentumEncoder, encoder: nn.Module, im_q, head: Callable | None
     projections are averaged into one query (the representation `fea` is that of the first view)."""
     fea, z = self.embed(encoder, im_q, shuffled=False, head=head)
     return fea, F.normalize(z.mean(1), dim=1)
-
 
 # %% ../nbs/20_contrastive.ipynb #87913d7d
 class DegradationTargets:
@@ -328,8 +325,11 @@ def _degcon_logits(self: MoCo, fea, q, k, hard, negatives, params):
     """Degradation-aware logits (B, B [+ B] + K) against this batch's keys, the hard negatives and the queue, and their
     labels: row i's own key (column i) and, with `near='positive'`, every key within `tolerance` of its degradation."""
     B = q.shape[0]
-    per_row = lambda p: self.targets(p).to(q.device).repeat_interleave(B // len(next(iter(p.values()))), dim=0)
-    t = per_row(params)                                                  # 'samples': one row per positive
+    def per_row(p):   # one target row per image; with positives='samples' each image has B / n_images query rows
+        t = self.targets(p).to(q.device)
+        if B % t.shape[0]: raise ValueError(f"MoCo: {t.shape[0]} images' degradations for {B} queries (not a multiple)")
+        return t.repeat_interleave(B // t.shape[0], dim=0)
+    t = per_row(params)
     (h, h_params), cols, col_labels = hard, [k], [t]
     if h is not None:   # the hard views' degradations if known, else unknown (NaN: always a negative)
         cols.append(h); col_labels.append(per_row(h_params) if h_params is not None else torch.full_like(t, math.nan))
