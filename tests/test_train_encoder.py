@@ -41,6 +41,7 @@ def test_train_encoder_curve_floor_ceiling_and_resume(tmp_path):
     ('hard_negatives', True, 'needs a MoCo objective'),
     ('rescale', [0.0, 1.0], 'must be a (low, high) pair of factors'),
     ('rescale', [0.8, 1.5], '0 < low <= high <= 1'),
+    ('encoder_pool', 'max', "parameter encoder_pool='max'"),
 ])
 def test_train_encoder_rejects_bad_parameters(tmp_path, name, value, msg):
     params = dict(TINY, objective='estimator', out_dir=str(tmp_path / 'run'))

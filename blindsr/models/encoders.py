@@ -12,25 +12,38 @@ from torch import Tensor
 from . import register_model
 
 # %% auto #0
-__all__ = ['DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder', 'SpatialDegradationEncoder',
-           'spatial_encoder']
+__all__ = ['POOLS', 'LogEnergyPool', 'DegradationEncoder', 'dasr_encoder', 'TimmDegradationEncoder', 'timm_encoder',
+           'SpatialDegradationEncoder', 'spatial_encoder']
 
 # %% ../../nbs/11_encoders.ipynb #139f7722
 def _conv_bn_act(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True)]
 
+class LogEnergyPool(nn.Module):
+    """Global log-energy pooling, (B, C, H, W) -> (B, C, 1, 1): log(mean(x²) + eps) per channel, in float32. A
+    linear read-out of such features is a product of powers of band energies, e.g. the ratio of fine to coarse
+    energy that measures blur whatever the image's contrast; a mean is not."""
+    def __init__(self, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+    def forward(self, x: Tensor) -> Tensor: return torch.log(x.float().pow(2).mean((2, 3), keepdim=True) + self.eps)
+
+POOLS = {'mean': lambda: nn.AdaptiveAvgPool2d(1), 'log_energy': LogEnergyPool}
+
 class DegradationEncoder(nn.Module):
     """DASR's degradation encoder. `forward(x)` with `x` (B,3,H,W) in [0,1] returns `(fea, proj)`:
-    the pooled representation (B, 4*width) and its MLP projection (B, 4*width) for the contrastive loss."""
-    def __init__(self, width: int = 64, in_chans: int = 3, rgb_range: float = 255.):
+    the pooled representation (B, 4*width) and its MLP projection (B, 4*width) for the contrastive loss. `pool`:
+    'mean' (DASR's global average) or 'log_energy' (`LogEnergyPool`)."""
+    def __init__(self, width: int = 64, in_chans: int = 3, rgb_range: float = 255., pool: str = 'mean'):
         super().__init__()
         if width < 1: raise ValueError(f"DegradationEncoder: width must be a positive int, got {width!r}")
+        if pool not in POOLS: raise ValueError(f"DegradationEncoder: pool must be one of {tuple(POOLS)}, got {pool!r}")
         w = width
         # `features` has the official layout (conv, BN, act) x 6 + pool, so checkpoint keys map one to one
         self.features = nn.Sequential(*_conv_bn_act(in_chans, w), *_conv_bn_act(w, w),
                                       *_conv_bn_act(w, 2 * w, stride=2), *_conv_bn_act(2 * w, 2 * w),
                                       *_conv_bn_act(2 * w, 4 * w, stride=2), *_conv_bn_act(4 * w, 4 * w),
-                                      nn.AdaptiveAvgPool2d(1))
+                                      POOLS[pool]())   # no weights: the official keys either way
         self.mlp = nn.Sequential(nn.Linear(4 * w, 4 * w), nn.LeakyReLU(0.1, inplace=True), nn.Linear(4 * w, 4 * w))
         self.fea_dim, self.proj_dim, self.in_chans, self.rgb_range = 4 * w, 4 * w, in_chans, rgb_range
 
