@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install demo representation representation-sr ablation ablation-extra pcl hisr tiles test export check-export docs lab bench clean
+.PHONY: install demo representation representation-pool representation-sr ablation ablation-extra pcl hisr tiles test export check-export docs lab bench clean
 
 install: $(STAMP)
 
@@ -49,6 +49,15 @@ representation: install
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/representation.ipynb \
 	    $(RUNS)/representation.ipynb -p out_dir "$(CURDIR)/$(RUNS)/representation" -p report_dir "$(CURDIR)/figures"
 	@cat figures/representation.md
+
+# The estimator with log-energy pooling against DASR's mean pooling, 3 paired seeds (nbs/experiments/representation_pool.yaml;
+# about 15 minutes on 2 cores) into figures/representation_pool.md.
+representation-pool: install
+	mkdir -p $(RUNS) figures
+	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/representation.ipynb \
+	    $(RUNS)/representation_pool.ipynb -f nbs/experiments/representation_pool.yaml \
+	    -p out_dir "$(CURDIR)/$(RUNS)/representation_pool" -p report_dir "$(CURDIR)/figures"
+	@cat figures/representation_pool.md
 
 # What SR gains from the representation (issue 16): train_dasr.ipynb at the demo's budget with the constant
 # representation (the floor), DASR's MoCo, the estimator and the oracle told the true blur (the ceiling), x 3 paired
