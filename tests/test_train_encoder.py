@@ -42,6 +42,7 @@ def test_train_encoder_curve_floor_ceiling_and_resume(tmp_path):
     ('rescale', [0.0, 1.0], 'must be a (low, high) pair of factors'),
     ('rescale', [0.8, 1.5], '0 < low <= high <= 1'),
     ('encoder_pool', 'max', "parameter encoder_pool='max'"),
+    ('n_train_images', 7, 'parameter n_train_images=7'),
 ])
 def test_train_encoder_rejects_bad_parameters(tmp_path, name, value, msg):
     params = dict(TINY, objective='estimator', out_dir=str(tmp_path / 'run'))
@@ -64,3 +65,11 @@ def test_representation_grid_pairs_seeds_and_labels_the_floor(tmp_path):
     stamp = (tmp_path / 'grid' / 'infonce' / 'seed0' / 'metrics.json').stat().st_mtime
     run_experiment('representation', tmp_path, **params)                  # finished runs are reused
     assert (tmp_path / 'grid' / 'infonce' / 'seed0' / 'metrics.json').stat().st_mtime == stamp
+
+
+def test_train_encoder_trains_on_the_first_n_photographs(tmp_path):
+    "n_train_images: the data cell trains on the first n embedded photographs (how the probe scales with content)."
+    from blindsr.data import EMBEDDED_SPLIT
+    ns = check_parameters('train_encoder', upto='train_data = ', **dict(TINY, objective='estimator', n_train_images=2,
+                                                                      out_dir=str(tmp_path / 'run')))
+    assert ns['train_data'].names == list(EMBEDDED_SPLIT['train'][:2]) and len(ns['train_data']) == 200
