@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 import time
 import warnings
@@ -23,7 +22,7 @@ __all__ = ['PROBE_FIELDS', 'degradation_grid', 'collect_representations', 'embed
            'plot_probe_curves']
 
 # %% ../nbs/32_analysis.ipynb #514ff60c
-from .core import atomic_write_bytes
+from .core import atomic_write_csv
 from .degradations import DASRDegradation
 from .evaluate import eval_mode, _module_device
 
@@ -389,9 +388,7 @@ class ProbeCurve:
                                                             **self.probe_kwargs)}
         row['seconds'] = round(time.time() - t, 2)
         rows = [r for r in read_probe_curve(self.path) if r['step'] < trainer.step] + [row]
-        buf = io.StringIO(); w = csv.DictWriter(buf, PROBE_FIELDS, extrasaction='ignore', lineterminator='\n')
-        w.writeheader(); w.writerows(rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+        atomic_write_csv(self.path, PROBE_FIELDS, rows)
 
 # %% ../nbs/32_analysis.ipynb #977bc0ff
 _PROBE_TITLES = {'sigma_r2': 'blur width: ridge R²', 'noise_accuracy': 'noise level: accuracy', 'image_accuracy': 'image identity: accuracy'}

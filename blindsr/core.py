@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #8ab66098
 from __future__ import annotations
 
+import csv
 import io
 import math
 import os
@@ -19,12 +20,12 @@ import torch
 
 # %% auto #0
 __all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'PRECISIONS', 'ensure_torchvision_importable', 'ImageFileError',
-           'CheckpointError', 'ImageInfo', 'read_image', 'atomic_write_bytes', 'write_image', 'read_checkpoint',
-           'as_state_dict', 'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr', 'ycbcr_to_rgb',
-           'modcrop', 'seed_everything', 'seeded_generator', 'launched_by_torchrun', 'launcher_rank', 'default_device',
-           'check_precision', 'autocast', 'precision_bytes', 'default_cache_dir', 'shared_dir', 'Param', 'Int', 'Real',
-           'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf', 'Check', 'Rule',
-           'check_parameters']
+           'CheckpointError', 'ImageInfo', 'read_image', 'atomic_write_bytes', 'atomic_write_csv', 'write_image',
+           'read_checkpoint', 'as_state_dict', 'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr',
+           'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'seeded_generator', 'launched_by_torchrun', 'launcher_rank',
+           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'default_cache_dir', 'shared_dir',
+           'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf',
+           'Check', 'Rule', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -154,6 +155,13 @@ def atomic_write_bytes(path, data: bytes):
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+
+def atomic_write_csv(path, fields, rows):
+    "Write `rows` (dicts) under the header `fields` to `path` atomically: missing values empty, other keys ignored."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(fields), lineterminator='\n', extrasaction='ignore')
+    w.writeheader(); w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 def _to_gray(x: torch.Tensor) -> torch.Tensor:
     "ITU-R 601 luma, as Pillow converts RGB to L."

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as ddp
-from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes,
+from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes, atomic_write_csv,
                           check_parameters, check_precision, default_device, read_checkpoint)
 from .data import EpochSampler
 from .evaluate import validation_score
@@ -302,9 +302,7 @@ def _truncate_log(self: Trainer, step: int):
     "Keep the rows up to `step`, under this run's columns."
     if not self.log_path.exists(): return
     with open(self.log_path, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= step]
-    buf = io.StringIO(); w = csv.DictWriter(buf, self.log_fields, lineterminator='\n', extrasaction='ignore')
-    w.writeheader(); w.writerows(rows)
-    atomic_write_bytes(self.log_path, buf.getvalue().encode())
+    atomic_write_csv(self.log_path, self.log_fields, rows)
 
 # %% ../nbs/30_train.ipynb #c537fa77
 @patch
