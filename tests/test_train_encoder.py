@@ -59,6 +59,7 @@ def test_representation_grid_pairs_seeds_and_labels_the_floor(tmp_path):
     md = (tmp_path / 'grid' / 'representation.md').read_text()
     assert '| untrained (floor) |' in md and 'test sigma R² vs infonce (95% CI)' in md
     assert 'chosen on validation' in md and ('undecided' in md or 'higher' in md or 'lower' in md)
+    assert '[representation_sr.md](representation_sr.md)' in md                # the SR grid of these representations
     assert (tmp_path / 'grid' / 'representation_curves.png').stat().st_size > 10_000
     summary = json.loads((tmp_path / 'grid' / 'summary.json').read_text())
     assert summary['best'] in ('infonce', 'estimator') and len(summary['values']['estimator / test / sigma_r2']) == 2
