@@ -22,8 +22,8 @@ from .losses import (PerceptualLoss, gan_discriminator_loss, gan_loss, pcl_discr
 from .models import create_model, takes_representation
 
 # %% auto #0
-__all__ = ['StepContext', 'degrade', 'SRStep', 'Method', 'SRMethod', 'OracleSRMethod', 'ContrastiveSR', 'DASRMethod',
-           'AdversarialMethod', 'PCLMethod', 'FusionMethod']
+__all__ = ['StepContext', 'degrade', 'degraded_batches', 'SRStep', 'Method', 'SRMethod', 'OracleSRMethod', 'ContrastiveSR',
+           'DASRMethod', 'AdversarialMethod', 'PCLMethod', 'FusionMethod']
 
 # %% ../nbs/25_methods.ipynb #f67389a3
 @dataclass
@@ -78,6 +78,13 @@ def degrade(degradation, hr, ctx: StepContext, images_per_degradation: int = 1) 
     lr0, params = degradation(first, generator=g, params=params)
     if isinstance(hr, Tensor): return [lr0], params
     return [lr0] + [degradation(x, generator=g, params=params)[0] for x in hr[1:]], params
+
+# %% ../nbs/25_methods.ipynb #e5933616
+def degraded_batches(degradation, data, batch_size: int, n: int = 20, seed: int = 0):
+    "The first LR view of each item of `n` shuffled batches of `data`, degraded as step i of a method degrades them (on the CPU)."
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    for i, hr in zip(range(n), loader):
+        yield degrade(degradation, hr, StepContext(i, 0, 'encoder', None, torch.device('cpu'), seed=seed))[0][0][:, 0]
 
 # %% ../nbs/25_methods.ipynb #44861d44
 class SRStep(NamedTuple):
