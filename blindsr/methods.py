@@ -171,11 +171,14 @@ class ContrastiveSR(nn.Module):
     @property
     def encoder(self) -> nn.Module: return getattr(self.model, 'encoder', self.model)
 
-    def forward(self, query, keys, params: dict | None = None, with_sr: bool = True, hard_negatives=None):
+    def forward(self, query, keys, params: dict | None = None, with_sr: bool = True, hard_negatives=None,
+                sr_rows: int | None = None):
         extra = {} if hard_negatives is None else {'hard_negatives': hard_negatives}
         fea, loss, acc = self.objective(self.encoder, query, keys, params, **extra)
         if not with_sr: return None, loss, acc
-        return self.model.sr_net(query if query.ndim == 4 else query[:, 0], fea), loss, acc
+        lr = query if query.ndim == 4 else query[:, 0]
+        if sr_rows is not None: lr, fea = lr[:sr_rows], fea[:sr_rows]   # the SR loss on the first images only
+        return self.model.sr_net(lr, fea), loss, acc
 
 # %% ../nbs/25_methods.ipynb #e43bacc9
 class DASRMethod(Method):
@@ -183,13 +186,15 @@ class DASRMethod(Method):
     with `objective` (a name of `blindsr.contrastive.create_objective`, whose `objective_kwargs` are K, m, T, bn_groups,
     positives, ...; or a module). `images_per_degradation` consecutive images share each degradation; `positive`:
     the key views come from the image itself ('same_image', DASR) or from another image under the same degradation
-    ('other_image'); `hard_negatives`: the query's content under another image's degradation is one more negative."""
+    ('other_image'); `hard_negatives`: the query's content under another image's degradation is one more negative;
+    `sr_batch_size`: the joint phase's SR loss on the first that many images of each batch (None: all), so that a
+    larger batch enlarges the contrastive batch alone."""
     phases = ('encoder', 'joint')
     log_fields = ('loss_sr', 'loss_contrast', 'contrast_acc')
 
     def __init__(self, model: nn.Module, objective='infonce', degradation=None, contrastive_weight: float = 1.0,
                  n_query: int = 1, images_per_degradation: int = 1, positive: str = 'same_image',
-                 hard_negatives: bool = False, **objective_kwargs):
+                 hard_negatives: bool = False, sr_batch_size: int | None = None, **objective_kwargs):
         super().__init__()
         blind = takes_representation(model) and hasattr(model, 'encoder')
         if not (blind or hasattr(model, 'proj_dim')):
@@ -203,6 +208,8 @@ class DASRMethod(Method):
             raise ValueError(f"DASRMethod: positive must be 'same_image' or 'other_image', got {positive!r}")
         if positive == 'other_image' and images_per_degradation < 2:
             raise ValueError("DASRMethod: positive='other_image' needs images_per_degradation >= 2 (images that share a degradation)")
+        if sr_batch_size is not None and not (isinstance(sr_batch_size, int) and sr_batch_size >= 1):
+            raise ValueError(f"DASRMethod: sr_batch_size must be None or an int >= 1, got {sr_batch_size!r}")
         self.degradation = degradation or DASRDegradation(scale=model.scale)
         encoder = model.encoder if blind else model
         if isinstance(objective, str):
@@ -212,6 +219,7 @@ class DASRMethod(Method):
         if not blind: self.phases = ('encoder',)                              # an encoder alone: phase 1 only
         self.contrastive_weight, self.n_query = contrastive_weight, n_query
         self.images_per_degradation, self.positive, self.hard_negatives = images_per_degradation, positive, hard_negatives
+        self.sr_batch_size = sr_batch_size
 
     @property
     def model(self) -> nn.Module: return self.net.model
@@ -270,14 +278,14 @@ def sr_step(self: DASRMethod, batch, ctx: StepContext) -> SRStep:
         query, keys = _views(lrs, self.n_query)
         if self.positive == 'other_image': keys = _index_views(keys, _partners(query.shape[0], self.images_per_degradation, query.device))
         hard = self._hard_negatives(sizes[0][:, 0], params, ctx) if self.hard_negatives else None
-    hr, joint = sizes[0][:, 0], ctx.phase == 'joint'
+    hr, joint = sizes[0][:, 0][:self.sr_batch_size], ctx.phase == 'joint'
     with ctx.autocast():
         query, keys = ctx.layout(query), ctx.layout(keys)
         if hard is not None: hard = (ctx.layout(hard[0]), hard[1])
-        sr, loss_contrast, acc = ctx.net(query, keys, params, with_sr=joint, hard_negatives=hard)
+        sr, loss_contrast, acc = ctx.net(query, keys, params, with_sr=joint, hard_negatives=hard, sr_rows=self.sr_batch_size)
         loss_sr = pixel_loss(sr, hr) if joint else torch.zeros((), device=ctx.device)
         loss = loss_sr + self.contrastive_weight * loss_contrast if joint else loss_contrast
-    lr = query if query.ndim == 4 else query[:, 0]
+    lr = (query if query.ndim == 4 else query[:, 0])[:self.sr_batch_size]
     return SRStep(sr, hr, lr, loss, {'loss_sr': loss_sr, 'loss_contrast': loss_contrast, 'contrast_acc': acc})
 
 # %% ../nbs/25_methods.ipynb #b7a1abcb

@@ -36,8 +36,9 @@ from .methods import Method, StepContext
 from .models import CHECKPOINT_FORMAT, EARLIER_FORMATS, INFERENCE_FORMAT
 
 # %% auto #0
-__all__ = ['LOG_FIELDS', 'KNOWN_LOG_FIELDS', 'TrainConfig', 'phase_and_lr', 'save_checkpoint', 'load_checkpoint', 'EMA',
-           'Trainer', 'read_training_log', 'plot_training_log', 'open_run', 'run_grid']
+__all__ = ['LOG_FIELDS', 'KNOWN_LOG_FIELDS', 'GRID_EXECUTORS', 'TrainConfig', 'phase_and_lr', 'save_checkpoint',
+           'load_checkpoint', 'EMA', 'Trainer', 'read_training_log', 'plot_training_log', 'open_run',
+           'execute_notebook_run', 'run_grid']
 
 # %% ../nbs/30_train.ipynb #4b9fd33f
 def _knob(default, param): return field(default=default, metadata={'param': param})
@@ -123,20 +124,32 @@ def _as_tuple(x): return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, 
 
 # %% ../nbs/30_train.ipynb #13aa114b
 class EMA:
-    "Exponential moving average of a model's floating-point parameters (buffers copied)."
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = decay
+    """Exponential moving average of a model's floating-point parameters (buffers copied); `warmup`: the decay of
+    update n is min(decay, (1 + n) / (10 + n))."""
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
+        self.decay, self.warmup, self.updates = decay, warmup, 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.averaged = {k for k, p in model.named_parameters() if p.dtype.is_floating_point}   # the rest is copied
 
+    @property
+    def current_decay(self) -> float:
+        "The decay the next update uses."
+        n = self.updates + 1
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
     @torch.no_grad()
     def update(self, model: nn.Module):
+        d = self.current_decay
         for k, v in model.state_dict().items():
-            if k in self.averaged: self.shadow[k].lerp_(v, 1 - self.decay)
+            if k in self.averaged: self.shadow[k].lerp_(v, 1 - d)
             else: self.shadow[k].copy_(v)
+        self.updates += 1
 
-    def state_dict(self) -> dict: return {'decay': self.decay, 'shadow': self.shadow}
-    def load_state_dict(self, s: dict): self.decay, self.shadow = s['decay'], {k: v.clone() for k, v in s['shadow'].items()}
+    def state_dict(self) -> dict: return {'decay': self.decay, 'warmup': self.warmup, 'updates': self.updates, 'shadow': self.shadow}
+    def load_state_dict(self, s: dict):
+        # a file of an earlier blindsr has no warm-up record: its average is past any warm-up
+        self.decay, self.warmup, self.updates = s['decay'], s.get('warmup', False), s.get('updates', 0)
+        self.shadow = {k: v.clone() for k, v in s['shadow'].items()}
 
 # %% ../nbs/30_train.ipynb #b6de22c9
 LOG_FIELDS = ('step', 'epoch', 'phase', 'lr', 'loss')   # the first columns of log.csv; a method's log_fields follow
@@ -416,31 +429,87 @@ def _finished(folder: Path, params: dict) -> dict | None:
     wall = json.loads(executed.read_text())['metadata'].get('papermill', {}).get('duration') if executed.exists() else None
     return {'wall_seconds': wall if wall is not None else math.nan, **json.loads(done.read_text())}
 
+def execute_notebook_run(notebook: str, output: str, params: dict, kernel_name: str = 'python3',
+                         threads: int | None = None) -> dict:
+    """Execute the papermill `notebook` into `output` with `params`, in a new process with `threads` torch threads:
+    `{'returncode', 'error' (the end of its stderr), 'wall_seconds'}`. What every executor of `run_grid` runs."""
+    env = {**os.environ, **({'OMP_NUM_THREADS': str(threads)} if threads else {})}
+    cmd = [sys.executable, '-m', 'papermill', '--cwd', str(Path(notebook).parent), '-k', kernel_name, '--no-progress-bar',
+           str(notebook), str(output), '-y', json.dumps(params, default=str)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return {'returncode': proc.returncode, 'error': proc.stderr.strip()[-600:], 'wall_seconds': time.time() - t0}
+
+# %% ../nbs/30_train.ipynb #4be1e0a1
+GRID_EXECUTORS = ('subprocess', 'local', 'slurm')
+
+def _submitit_executor(kind: str, folder: Path, threads: int | None, slurm: dict | None):
+    "submitit's executor of `kind` ('local' or 'slurm'), its logs in `folder`."
+    import submitit
+    if kind == 'local':
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=24 * 60)            # submitit's local default (2 minutes) would kill a training run
+    else:
+        ex = submitit.SlurmExecutor(folder=folder)
+        ex.update_parameters(**{'cpus_per_task': threads or 1, 'time': 24 * 60, **(slurm or {})})   # time: minutes
+    return ex
+
+def _drain(submit: Callable, jobs: list, workers: int, poll_seconds: float) -> dict:
+    "Submit `jobs` (keys) through `submit(key) -> submitit job`, at most `workers` unfinished at a time: `{key: result}`."
+    waiting, running, out = list(jobs), {}, {}
+    while waiting or running:
+        while waiting and len(running) < workers:
+            key = waiting.pop(0); running[key] = submit(key)
+        for key, job in list(running.items()):
+            if not job.done(): continue
+            del running[key]
+            try: out[key] = job.result()
+            except Exception as e:   # the job's process died (killed, out of memory, timed out) or raised
+                out[key] = {'returncode': -1, 'error': f"{type(e).__name__}: {str(e).strip()[-600:]}", 'wall_seconds': math.nan}
+        if running: time.sleep(poll_seconds)
+    return out
+
+# %% ../nbs/30_train.ipynb #5b0e7f2c
 def run_grid(notebook, variants: dict, seeds, out_dir, base: dict | None = None, workers: int = 1,
-             threads_per_run: int | None = None, kernel_name: str = 'python3') -> dict:
+             threads_per_run: int | None = None, kernel_name: str = 'python3', executor: str = 'subprocess',
+             retries: int = 1, slurm: dict | None = None, per_seed: Callable | None = None, poll_seconds: float = 1.0) -> dict:
     """Execute the papermill `notebook` for each variant (name -> its parameters, over `base`) and seed, in
-    `{out_dir}/{name}/seed{seed}` (given to the notebook as `out_dir`, with `seed`), `workers` runs side by side,
-    each its own process with `threads_per_run` torch threads. Returns `{(name, seed): {'name', 'seed', 'status':
-    'ran' | 'reused' | 'failed', 'wall_seconds', ...the run's metrics.json or 'error'}}`, seeds outermost."""
+    `{out_dir}/{name}/seed{seed}` (given to the notebook as `out_dir`, with `seed`), each run its own process with
+    `threads_per_run` torch threads, `workers` at a time, started by `executor` ('subprocess', submitit's 'local' or
+    'slurm' with the `slurm` parameters); a failed or killed run is tried again up to `retries` times. `per_seed(seed)`:
+    parameters that depend on the seed (e.g. the warm start made with that seed), over the variant's. Returns
+    `{(name, seed): {'name', 'seed', 'status': 'ran' | 'reused' | 'failed', 'attempts', 'wall_seconds', ...the run's
+    metrics.json or 'error'}}`, seeds outermost."""
     notebook, root = Path(notebook).resolve(), Path(out_dir).resolve()
     if not notebook.is_file(): raise ValueError(f"run_grid: notebook {str(notebook)!r} does not exist")
     if not variants: raise ValueError("run_grid: variants is empty")
     if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"run_grid: workers must be an int >= 1, got {workers!r}")
-    env = {**os.environ, **({'OMP_NUM_THREADS': str(threads_per_run)} if threads_per_run else {})}
-
-    def one(name, seed) -> dict:
-        folder = root / name / f'seed{seed}'
-        params = {**(base or {}), **variants[name], 'seed': seed, 'out_dir': str(folder)}
-        if (old := _finished(folder, params)) is not None: return {'name': name, 'seed': seed, 'status': 'reused', **old}
-        folder.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        cmd = [sys.executable, '-m', 'papermill', '--cwd', str(notebook.parent), '-k', kernel_name, '--no-progress-bar',
-               str(notebook), str(folder.parent / f'seed{seed}.ipynb'), '-y', json.dumps(params, default=str)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        wall = time.time() - t0
-        if proc.returncode or not (folder / 'metrics.json').exists():   # one broken variant should not cost the others
-            return {'name': name, 'seed': seed, 'status': 'failed', 'wall_seconds': wall, 'error': proc.stderr.strip()[-600:]}
-        return {'name': name, 'seed': seed, 'status': 'ran', 'wall_seconds': wall, **json.loads((folder / 'metrics.json').read_text())}
-
+    if executor not in GRID_EXECUTORS: raise ValueError(f"run_grid: executor must be one of {GRID_EXECUTORS}, got {executor!r}")
+    if not (isinstance(retries, int) and retries >= 0): raise ValueError(f"run_grid: retries must be an int >= 0, got {retries!r}")
+    if slurm is not None and executor != 'slurm': raise ValueError(f"run_grid: slurm parameters need executor='slurm', got executor={executor!r}")
+    folder = lambda n, s: root / n / f'seed{s}'
+    params = lambda n, s: {**(base or {}), **variants[n], **(per_seed(s) if per_seed else {}), 'seed': s, 'out_dir': str(folder(n, s))}
+    args = lambda n, s: (str(notebook), str(root / n / f'seed{s}.ipynb'), params(n, s), kernel_name, threads_per_run)
     jobs = [(n, s) for s in seeds for n in variants]
-    with ThreadPoolExecutor(workers) as pool: return dict(zip(jobs, pool.map(lambda j: one(*j), jobs)))
+    results = {}
+    for n, s in jobs:
+        if (old := _finished(folder(n, s), params(n, s))) is not None:
+            results[(n, s)] = {'name': n, 'seed': s, 'status': 'reused', 'attempts': 0, **old}
+    todo, attempts = [j for j in jobs if j not in results], {}
+    if executor != 'subprocess': ex = _submitit_executor(executor, root / '.submitit', threads_per_run, slurm)
+    for attempt in range(1 + retries):
+        if not todo: break
+        for n, s in todo: folder(n, s).mkdir(parents=True, exist_ok=True); attempts[(n, s)] = attempt + 1
+        if executor == 'subprocess':
+            with ThreadPoolExecutor(workers) as pool: outs = dict(zip(todo, pool.map(lambda j: execute_notebook_run(*args(*j)), todo)))
+        else: outs = _drain(lambda j: ex.submit(execute_notebook_run, *args(*j)), todo, workers, poll_seconds)
+        for (n, s), out in outs.items():
+            done = folder(n, s) / 'metrics.json'
+            if out['returncode'] == 0 and done.exists():
+                results[(n, s)] = {'name': n, 'seed': s, 'status': 'ran', 'attempts': attempts[(n, s)],
+                                   'wall_seconds': out['wall_seconds'], **json.loads(done.read_text())}
+            else:   # recorded now; replaced if a retry succeeds
+                results[(n, s)] = {'name': n, 'seed': s, 'status': 'failed', 'attempts': attempts[(n, s)],
+                                   'wall_seconds': out['wall_seconds'], 'error': out['error'] or f"exit status {out['returncode']}"}
+        todo = [j for j in todo if results[j]['status'] == 'failed']
+    return {j: results[j] for j in jobs}

@@ -154,6 +154,47 @@ def _toy_experiment(path):
     return path
 
 
+def _dying_experiment(path):
+    "A papermill notebook that records when it ran, and whose kernel is killed (SIGKILL) at its first attempt if told."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("out_dir = 'x'\nseed = 0\ndie_once = False\nwarm = None")
+    params.metadata['tags'] = ['parameters']
+    nb.cells = [params, nbformat.v4.new_code_cell(textwrap.dedent("""
+        import json, os, pathlib, signal, time
+        run = pathlib.Path(out_dir); run.mkdir(parents=True, exist_ok=True)
+        (run / 'parameters.json').write_text(json.dumps({'seed': seed, 'die_once': die_once, 'warm': warm}))
+        t0 = time.time(); time.sleep(2)
+        if die_once and not (run / 'died').exists():
+            (run / 'died').write_text('once'); os.kill(os.getpid(), signal.SIGKILL)
+        (run / 'metrics.json').write_text(json.dumps({'start': t0, 'end': time.time(), 'warm': warm,
+                                                      'threads': os.environ.get('OMP_NUM_THREADS')}))"""))]
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_run_grid_submitit_local_parallel_retries_killed_runs(tmp_path):
+    "submitit's local executor, 2 jobs at a time; a run whose kernel is killed is tried again, and without retries reported."
+    from blindsr.train import run_grid
+    nb = _dying_experiment(tmp_path / 'dying.ipynb')
+    res = run_grid(nb, {'ok': {}, 'dies': {'die_once': True}}, [0, 1], tmp_path / 'grid', executor='local', workers=2,
+                   threads_per_run=1, retries=1, per_seed=lambda s: {'warm': f'w{s}'}, poll_seconds=0.2)
+    assert all(r['status'] == 'ran' for r in res.values()), res
+    assert [res[('dies', s)]['attempts'] for s in (0, 1)] == [2, 2] and res[('ok', 0)]['attempts'] == 1
+    assert res[('ok', 1)]['warm'] == 'w1' and res[('ok', 0)]['threads'] == '1'
+    first = sorted((r['start'], r['end']) for r in res.values())
+    assert any(b[0] < a[1] for a, b in zip(first, first[1:])), 'no two runs overlapped: not parallel'
+    assert (tmp_path / 'grid' / '.submitit').is_dir()                            # submitit's job logs
+    again = run_grid(nb, {'ok': {}, 'dies': {'die_once': True}}, [0, 1], tmp_path / 'grid', executor='local',
+                     per_seed=lambda s: {'warm': f'w{s}'})
+    assert all(r['status'] == 'reused' for r in again.values())
+    (tmp_path / 'grid' / 'dies' / 'seed0' / 'died').unlink(); (tmp_path / 'grid' / 'dies' / 'seed0' / 'metrics.json').unlink()
+    once = run_grid(nb, {'dies': {'die_once': True}}, [0], tmp_path / 'grid', executor='local', retries=0,
+                    per_seed=lambda s: {'warm': f'w{s}'}, poll_seconds=0.2)
+    assert once[('dies', 0)]['status'] == 'failed' and once[('dies', 0)]['attempts'] == 1 and once[('dies', 0)]['error']
+
+
 def test_run_grid_runs_reuses_and_records_failures(tmp_path):
     "Every variant x seed in its folder, two at a time; finished runs reused; a failure recorded while the others go on."
     from blindsr.train import run_grid

@@ -20,7 +20,8 @@ from ..core import CheckpointError, read_checkpoint
 # %% auto #0
 __all__ = ['INFERENCE_FORMAT', 'CHECKPOINT_FORMAT', 'EARLIER_FORMATS', 'register_model', 'list_models', 'is_model',
            'create_model', 'WeightFormat', 'register_weight_format', 'weight_format', 'fit_state_dict', 'load_weights',
-           'rename_state_dict', 'load_model', 'model_from_checkpoint', 'describe_checkpoint', 'takes_representation']
+           'rename_state_dict', 'load_model', 'model_from_checkpoint', 'describe_checkpoint', 'warm_start',
+           'takes_representation']
 
 # %% ../../nbs/09_models.ipynb #7b8e663f
 _ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.dasr', 'blindsr.models.classic',
@@ -205,6 +206,21 @@ def _blindsr_info(obj) -> dict:
             'ema': bool(obj.get('ema'))}   # checkpoints: the EMA state or None; inference files: whether the weights are the EMA's
 
 register_weight_format(WeightFormat('blindsr', _blindsr_detect, _blindsr_architecture, _blindsr_state_dict))
+
+# %% ../../nbs/09_models.ipynb #b6f3a2d1
+def warm_start(model: nn.Module, path, skip: tuple = ('encoder.',)) -> dict:
+    """Initialise `model` from the checkpoint `path` (any format `load_model` reads) wherever they agree: every tensor
+    of the same name and shape, except names starting with `skip`. Returns `{'loaded': [...], 'kept': [...] (the
+    model's own initialisation), 'ignored': [...] (the file's tensors not loaded)}`; a CheckpointError naming the file
+    if nothing is loaded."""
+    path = Path(path)
+    obj = read_checkpoint(path)
+    sd, ours = weight_format(obj, path).state_dict(obj, path), model.state_dict()
+    take = {k: v for k, v in sd.items() if k in ours and not k.startswith(tuple(skip)) and tuple(v.shape) == tuple(ours[k].shape)}
+    if not take: raise CheckpointError(f"{path}: shares no tensor (name and shape, outside {list(skip)}) with the "
+                                       f"{model.model_spec['name'] if hasattr(model, 'model_spec') else type(model).__name__} to warm-start")
+    model.load_state_dict(take, strict=False)
+    return {'loaded': sorted(take), 'kept': sorted(k for k in ours if k not in take), 'ignored': sorted(k for k in sd if k not in take)}
 
 # %% ../../nbs/09_models.ipynb #24b2b52e
 def takes_representation(model) -> bool:
