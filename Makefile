@@ -32,12 +32,18 @@ demo: install
 	@echo "demo: table in $(RUNS)/train_dasr/table.md, figures in figures/, executed notebooks in $(RUNS)/"
 	@cat $(RUNS)/train_dasr/table.md
 
-# The seed-000 ablation: 7 variants of train_dasr x 2 seeds at one budget (about 50 minutes on 2 CPU cores). Finished
-# runs in $(RUNS)/ablation are reused; the report (ablation.md, ablation.png) goes to figures/.
+# The seed-000 ablation: a shared warm start per seed, then 15 variants of train_dasr (the notes' claims, the batch-size
+# control, the constant floor and the oracle ceiling) x 3 paired seeds, through submitit's local executor, 2 runs at a
+# time of 1 thread each (GRID_EXECUTOR=slurm GRID_WORKERS=32 on a cluster; see the README). Finished runs in
+# $(RUNS)/ablation are reused, killed ones retried; the report (ablation.md, ablation.png, ablation_cl.png) goes to figures/.
+GRID_EXECUTOR ?= local
+GRID_WORKERS ?= 2
+GRID_THREADS ?= 1
+GRID_ARGS = -p executor $(GRID_EXECUTOR) -p workers $(GRID_WORKERS) -p threads_per_run $(GRID_THREADS)
 ablation: install
 	mkdir -p $(RUNS) figures
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/ablation.ipynb $(RUNS)/ablation.ipynb \
-	    -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures"
+	    -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures" $(GRID_ARGS)
 	@cat figures/ablation.md
 
 # What the degradation representation learns (issue 16): train_encoder.ipynb for each objective (DASR's MoCo, the
@@ -69,12 +75,12 @@ representation-sr: install
 	    $(RUNS)/representation_sr.ipynb -p out_dir "$(CURDIR)/$(RUNS)/representation_sr" -p report_dir "$(CURDIR)/figures"
 	@cat figures/representation_sr.md
 
-# The second grid (SupCon, query-side positives, spatial encoder + fusion, momentum 0.999), parameters in
-# nbs/experiments/ablation_extra.yaml; about 35 minutes when the default grid's runs are there to reuse.
+# The second grid (SupCon and query-side positives against 5 averaged positives), parameters in
+# nbs/experiments/ablation_extra.yaml; about 10 minutes when the default grid's runs (and warm starts) are there to reuse.
 ablation-extra: install
 	mkdir -p $(RUNS) figures
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 nbs/experiments/ablation.ipynb $(RUNS)/ablation_extra.ipynb \
-	    -f nbs/experiments/ablation_extra.yaml -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures"
+	    -f nbs/experiments/ablation_extra.yaml -p out_dir "$(CURDIR)/$(RUNS)/ablation" -p report_dir "$(CURDIR)/figures" $(GRID_ARGS)
 	@cat figures/ablation_extra.md
 
 # PCL-SISR (seed 001): the EDSR baseline pre-trained with L1, then fine-tuned with L1 and with L1 + PCL at one CPU budget

@@ -1,6 +1,7 @@
 """End-to-end runs of the experiment notebooks through papermill, as `make demo` and batch users run them."""
 import json
 import re
+import time
 
 import papermill as pm
 import pytest
@@ -190,24 +191,67 @@ def test_representation_sr_grid_between_floor_and_ceiling(tmp_path, benchmarks_d
     assert (tmp_path / 'grid' / 'oracle' / 'seed1' / 'metrics.json').stat().st_mtime == stamp
 
 
-def test_ablation_grid_report_and_reuse(tmp_path):
-    "A tiny grid: every run lands in its folder, the report has one row per variant, a second execution reuses the runs."
-    budget = {**TINY_DASR, 'tsne': False, 'scale': 4, 'objective': 'infonce'}   # the grid varies DASR's MoCo
+def test_ablation_grid_in_parallel_report_and_reuse(tmp_path):
+    """A 2-variant x 2-seed tiny grid from a shared warm start, through submitit's local executor, 2 runs at a time:
+    every run lands in its folder, the report has the margin over bicubic, the claim with its paired interval and
+    verdict, and the CL curves; a second execution reuses the runs."""
+    budget = {**TINY_DASR, 'tsne': False, 'scale': 4, 'objective': 'infonce', 'ema_decay': 0.9}
     params = dict(variants={'baseline': {}, 'npos3': {'n_pos': 3}}, seeds=[0, 1], budget=budget,
-                  out_dir=str(tmp_path / 'abl'), report_dir=str(tmp_path / 'report'))
-    out = run_experiment('ablation', tmp_path, **params)
-    for v in ('baseline', 'npos3'):
+                  warm_start={'representation': 'constant', 'epochs_joint': 1}, comparisons=[['npos3', 'baseline', 'higher']],
+                  out_dir=str(tmp_path / 'abl'), report_dir=str(tmp_path / 'report'), executor='local', workers=2, threads_per_run=1)
+    run_experiment('ablation', tmp_path, **params)
+    for v in ('warm_start', 'baseline', 'npos3'):
         for s in (0, 1):
             assert (tmp_path / 'abl' / v / f'seed{s}' / 'metrics.json').exists()
+    warm = json.loads((tmp_path / 'abl' / 'npos3' / 'seed1' / 'metrics.json').read_text())['warm_start']
+    assert warm['from'].endswith('warm_start/seed1/model_inference.pt') and warm['loaded'] > 0    # each seed's own warm start
+    assert (tmp_path / 'abl' / '.submitit').is_dir()
     md = (tmp_path / 'report' / 'ablation.md').read_text()
-    assert '| DASR baseline (1 positive) |' in md and '`{"n_pos": 3}`' in md and json.dumps(budget) in md
+    assert 'through executor `local` with 2 worker(s)' in md and json.dumps(budget) in md
+    assert '## The budget against bicubic' in md and 'Above bicubic at every width in every seed: **' in md
+    claim = next(l for l in md.splitlines() if l.startswith('| 5 positives') or l.startswith('| npos3 better'))
+    assert re.search(r'\*\*(holds|refuted|undecided)\*\*', claim) and re.search(r'[+-]\d\.\d\d \[[+-]\d\.\d\d, [+-]\d\.\d\d\]', claim)
     rows = [l for l in md.splitlines() if re.match(r'\| (npos3|baseline) \| [01] \|', l)]
     assert len(rows) == 4                                                # per-run table: 2 variants x 2 seeds
-    assert (tmp_path / 'report' / 'ablation.png').stat().st_size > 10_000
-    run_experiment('ablation', tmp_path, **params)
-    assert '4 of them read back from earlier executions' in (tmp_path / 'report' / 'ablation.md').read_text()
+    summary = json.loads((tmp_path / 'abl' / 'summary.json').read_text())
+    c = summary['claims'][0]
+    assert (c['variant'], c['reference'], c['PSNR Set5']['n']) == ('npos3', 'baseline', 2)
+    assert c['final CL'] is not None and c['verdict'] in ('holds', 'refuted', 'undecided')
+    for f in ('ablation.png', 'ablation_cl.png'): assert (tmp_path / 'report' / f).stat().st_size > 10_000
+    run_experiment('ablation', tmp_path, **{**params, 'executor': 'subprocess', 'workers': 1})
+    assert '6 runs read back from earlier executions' in (tmp_path / 'report' / 'ablation.md').read_text()
     with pytest.raises(ValueError, match="may not set"):
         check_parameters('ablation', upto='may not set', **{**params, 'variants': {'bad': {'seed': 3}}})
+    with pytest.raises(ValueError, match="needs executor='slurm'"):
+        check_parameters('ablation', upto='may not set', **{**params, 'slurm': {'partition': 'gpu'}})
+
+
+def test_grid_resumes_a_run_killed_mid_way(tmp_path):
+    """A run of a sweep is killed (its kernel, SIGKILL) after its first checkpoint: the sweep runs it again, the run
+    continues from that checkpoint instead of starting over, and the other runs are not disturbed."""
+    import threading
+    import psutil
+    from blindsr.train import load_checkpoint, run_grid
+    budget = {**TINY_DASR, 'tsne': False, 'objective': 'infonce', 'epochs_joint': 3, 'steps_per_epoch': 3}
+    victim = tmp_path / 'grid' / 'a' / 'seed0'
+    killed = {}
+    def kill_when_checkpointed():
+        deadline = time.time() + 300
+        while time.time() < deadline and not (victim / 'checkpoints' / 'last.pt').exists(): time.sleep(0.05)
+        for p in psutil.process_iter(['cmdline']):
+            if str(victim.parent / 'seed0.ipynb') in ' '.join(p.info['cmdline'] or []):   # the run's papermill process
+                for child in p.children(recursive=True): child.kill(); killed['pid'] = child.pid   # its kernel
+        killed['step'] = load_checkpoint(victim / 'checkpoints' / 'last.pt')['step'] if killed else None
+    watcher = threading.Thread(target=kill_when_checkpointed); watcher.start()
+    res = run_grid(EXPERIMENTS / 'train_dasr.ipynb', {'a': {}, 'b': {'n_pos': 2}}, [0], tmp_path / 'grid', base=budget,
+                   executor='local', workers=2, threads_per_run=1, retries=1, poll_seconds=0.2)
+    watcher.join()
+    assert killed.get('pid'), 'the run finished before it could be killed'
+    assert res[('a', 0)]['status'] == 'ran' and res[('a', 0)]['attempts'] == 2 and res[('b', 0)]['attempts'] == 1
+    executed = (victim.parent / 'seed0.ipynb').read_text()
+    assert f"resumed from" in executed and f"at step {killed['step']} of" in executed       # continued, not restarted
+    steps = [int(r.split(',')[0]) for r in (victim / 'log.csv').read_text().splitlines()[1:] if r.split(',')[2] != 'val']
+    assert steps == sorted(set(steps)) and res[('a', 0)]['steps'] == 12                        # no step logged twice, all 12 trained
 
 
 def _parameter_names(name):
@@ -225,7 +269,7 @@ def test_ablation_extra_names_only_real_parameters():
     train = _parameter_names('train_dasr')
     for name, over in cfg['variants'].items():
         assert set(over) <= train, f'{name}: {set(over) - train} are not train_dasr parameters'
-    assert all(a in cfg['variants'] and b in cfg['variants'] for a, b in cfg['comparisons'])
+    assert all(a in cfg['variants'] and b in cfg['variants'] and claim in ('higher', 'lower') for a, b, claim in cfg['comparisons'])
 
 
 def test_tiled_inference_figure(tmp_path, benchmarks_dir, golden_dir):
