@@ -34,7 +34,7 @@ demo: install
 
 # The seed-000 ablation: a shared warm start per seed, then 15 variants of train_dasr (the notes' claims, the batch-size
 # control, the constant floor and the oracle ceiling) x 3 paired seeds, through submitit's local executor, 2 runs at a
-# time of 1 thread each (GRID_EXECUTOR=slurm GRID_WORKERS=32 on a cluster; see the README). Finished runs in
+# time of 1 thread each, about 95 minutes on 2 cores (GRID_EXECUTOR=slurm GRID_WORKERS=32 on a cluster; see the README). Finished runs in
 # $(RUNS)/ablation are reused, killed ones retried; the report (ablation.md, ablation.png, ablation_cl.png) goes to figures/.
 GRID_EXECUTOR ?= local
 GRID_WORKERS ?= 2
