@@ -489,7 +489,7 @@ def run_grid(notebook, variants: dict, seeds, out_dir, base: dict | None = None,
     if slurm is not None and executor != 'slurm': raise ValueError(f"run_grid: slurm parameters need executor='slurm', got executor={executor!r}")
     folder = lambda n, s: root / n / f'seed{s}'
     params = lambda n, s: {**(base or {}), **variants[n], **(per_seed(s) if per_seed else {}), 'seed': s, 'out_dir': str(folder(n, s))}
-    args = lambda n, s: (str(notebook), str(root / n / f'seed{s}.ipynb'), params(n, s), kernel_name, threads_per_run)
+    args = lambda n, s: (str(notebook), str(folder(n, s).with_suffix('.ipynb')), params(n, s), kernel_name, threads_per_run)
     jobs = [(n, s) for s in seeds for n in variants]
     results = {}
     for n, s in jobs:

@@ -137,30 +137,31 @@ def test_bf16_autocast_and_ema(tmp_path):
     assert torch.equal(m.sr_net.head[0].weight, ema_model.sr_net.head[0].weight)
 
 
-def _toy_experiment(path):
-    "A papermill notebook that records its parameters and writes metrics.json, or fails when told to."
+def _papermill_notebook(path, parameters: str, body: str):
+    "Write a papermill notebook: a `parameters` cell, then `body` (dedented)."
     import nbformat
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("out_dir = 'x'\nseed = 0\nscale = 1\nfail = False")
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata['tags'] = ['parameters']
-    nb.cells = [params, nbformat.v4.new_code_cell(textwrap.dedent("""
-        import json, pathlib
-        run = pathlib.Path(out_dir); run.mkdir(parents=True, exist_ok=True)
-        (run / 'parameters.json').write_text(json.dumps({'seed': seed, 'scale': scale, 'fail': fail}))
-        assert not fail, 'told to fail'
-        (run / 'metrics.json').write_text(json.dumps({'value': seed * scale}))"""))]
+    nb.cells = [params, nbformat.v4.new_code_cell(textwrap.dedent(body))]
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
     nbformat.write(nb, str(path))
     return path
 
 
+def _toy_experiment(path):
+    "A papermill notebook that records its parameters and writes metrics.json, or fails when told to."
+    return _papermill_notebook(path, "out_dir = 'x'\nseed = 0\nscale = 1\nfail = False", """
+        import json, pathlib
+        run = pathlib.Path(out_dir); run.mkdir(parents=True, exist_ok=True)
+        (run / 'parameters.json').write_text(json.dumps({'seed': seed, 'scale': scale, 'fail': fail}))
+        assert not fail, 'told to fail'
+        (run / 'metrics.json').write_text(json.dumps({'value': seed * scale}))""")
+
+
 def _dying_experiment(path):
     "A papermill notebook that records when it ran, and whose kernel is killed (SIGKILL) at its first attempt if told."
-    import nbformat
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("out_dir = 'x'\nseed = 0\ndie_once = False\nwarm = None")
-    params.metadata['tags'] = ['parameters']
-    nb.cells = [params, nbformat.v4.new_code_cell(textwrap.dedent("""
+    return _papermill_notebook(path, "out_dir = 'x'\nseed = 0\ndie_once = False\nwarm = None", """
         import json, os, pathlib, signal, time
         run = pathlib.Path(out_dir); run.mkdir(parents=True, exist_ok=True)
         (run / 'parameters.json').write_text(json.dumps({'seed': seed, 'die_once': die_once, 'warm': warm}))
@@ -168,10 +169,7 @@ def _dying_experiment(path):
         if die_once and not (run / 'died').exists():
             (run / 'died').write_text('once'); os.kill(os.getpid(), signal.SIGKILL)
         (run / 'metrics.json').write_text(json.dumps({'start': t0, 'end': time.time(), 'warm': warm,
-                                                      'threads': os.environ.get('OMP_NUM_THREADS')}))"""))]
-    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
-    nbformat.write(nb, str(path))
-    return path
+                                                      'threads': os.environ.get('OMP_NUM_THREADS')}))""")
 
 
 def test_run_grid_submitit_local_parallel_retries_killed_runs(tmp_path):
