@@ -93,6 +93,27 @@ def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
         check_parameters('train_dasr', out_dir=str(run), benchmark_dirs=sets, resume=None, **TINY_DASR)
 
 
+def test_train_dasr_validates_on_its_own_photographs_and_selects_on_them(tmp_path, benchmarks_dir):
+    """Validation reads the embedded validation photographs at every Table-2 width, never the benchmarks (the test
+    sets); select='best_val' evaluates the EMA checkpoint of the best validation epoch; rep_norm reaches the model."""
+    run = tmp_path / 'run'
+    params = {**TINY_DASR, 'epochs_encoder': 0, 'epochs_joint': 3, 'select': 'best_val', 'rep_norm': True, 'analysis_sigmas': [0.0, 3.6]}
+    out = run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs={'Set5': str(benchmarks_dir / 'Set5' / 'HR')}, **params)
+    text = out.read_text()
+    assert 'validation: 2 embedded photographs x widths [0.0, 1.2, 2.4, 3.6]' in text
+    from blindsr.train import read_training_log
+    log = read_training_log(run / 'log.csv')
+    val = [(e, v) for e, ph, v in zip(log['epoch'], log['phase'], log['val_psnr']) if ph == 'val']
+    assert [e for e, _ in val] == [1, 2, 3]
+    metrics = json.loads((run / 'metrics.json').read_text())
+    best_epoch = int(max(val, key=lambda ev: ev[1])[0])
+    assert metrics['select'] == 'best_val' and metrics['evaluated_epoch'] == best_epoch
+    assert abs(metrics['best_val_psnr'] - max(v for _, v in val)) < 1e-3
+    assert f'evaluating the checkpoint of epoch {best_epoch}' in text
+    from blindsr.models import load_model
+    assert load_model(run / 'model_inference.pt').sr_net.rep_norm is True
+
+
 def test_train_dasr_bad_parameter_through_papermill(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match='parameter scale=5'):
         run_experiment('train_dasr', tmp_path, out_dir=str(tmp_path / 'run'), **{**TINY_DASR, 'scale': 5})

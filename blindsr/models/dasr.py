@@ -19,9 +19,10 @@ from .encoders import DegradationEncoder, SpatialDegradationEncoder, TimmDegrada
 from .layers import DIV2K_RGB_MEAN, MeanShift, Upsampler, default_conv
 
 # %% auto #0
-__all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DASpatialFusion', 'DABlock', 'DAGroup', 'DASR', 'BlindSR',
-           'build_blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4', 'ConstantRepresentation', 'DegradationEmbedding',
-           'ConditionedSR', 'OracleSR', 'build_oracle_sr', 'map_official_dasr_key', 'load_official_dasr']
+__all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DASpatialFusion', 'unit_rms', 'DABlock', 'DAGroup', 'DASR',
+           'BlindSR', 'build_blindsr', 'dasr_x2', 'dasr_x3', 'dasr_x4', 'ConstantRepresentation',
+           'DegradationEmbedding', 'ConditionedSR', 'OracleSR', 'build_oracle_sr', 'map_official_dasr_key',
+           'load_official_dasr']
 
 # %% ../../nbs/12_dasr.ipynb #d477f4fc
 class DAChannelModulation(nn.Module):
@@ -136,6 +137,11 @@ class DASpatialFusion(nn.Module):
         pooled = rep.mean((2, 3), keepdim=True) if rep.ndim == 4 else rep[:, :, None, None]
         return self.conv(F.leaky_relu(mixed, 0.1)) + x * self.gate(pooled)
 
+# %% ../../nbs/12_dasr.ipynb #f8aa73ff
+def unit_rms(fea: Tensor, dim: int = 1, eps: float = 1e-6) -> Tensor:
+    "`fea` divided by its root mean square along `dim` (the channels): a representation of unit scale, its direction kept."
+    return fea * torch.rsqrt(fea.float().pow(2).mean(dim, keepdim=True) + eps).to(fea.dtype)
+
 # %% ../../nbs/12_dasr.ipynb #dee22126
 class DABlock(nn.Module):
     "DA block: DA conv, LReLU, conv, LReLU, DA conv, LReLU, conv, plus the input."
@@ -177,11 +183,13 @@ class DASR(nn.Module):
     img_range = 1.0
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, kernel_size: int = 3,
                  reduction: int = 8, rep_dim: int = 64, fea_dim: int = 256, n_colors: int = 3, rgb_range: float = 255.,
-                 rgb_mean=DIV2K_RGB_MEAN, conv=default_conv, fusion: str = 'da'):
+                 rgb_mean=DIV2K_RGB_MEAN, conv=default_conv, fusion: str = 'da', rep_norm: bool = False):
         super().__init__()
         for nm, v in dict(n_feats=n_feats, n_groups=n_groups, n_blocks=n_blocks, rep_dim=rep_dim, fea_dim=fea_dim).items():
             if not isinstance(v, int) or v < 1: raise ValueError(f"DASR: {nm} must be a positive int, got {v!r}")
+        if not isinstance(rep_norm, bool): raise ValueError(f"DASR: rep_norm must be True or False, got {rep_norm!r}")
         self.scale, self.rgb_range, self.n_colors, self.fea_dim, self.fusion = scale, rgb_range, n_colors, fea_dim, fusion
+        self.rep_norm = rep_norm
         self.sub_mean = MeanShift(rgb_range, rgb_mean, sign=-1)
         self.add_mean = MeanShift(rgb_range, rgb_mean, sign=1)
         self.head = nn.Sequential(conv(n_colors, n_feats, kernel_size))
@@ -198,6 +206,7 @@ class DASR(nn.Module):
             raise ValueError(f"DASR: fea must be ({x.shape[0]}, {self.fea_dim}) or a map ({x.shape[0]}, {self.fea_dim}, h, w), "
                              f"got shape {tuple(fea.shape)}")
         if fea.ndim == 4 and self.fusion != 'spatial': fea = fea.mean((2, 3))   # a map for a fusion that takes a vector
+        if self.rep_norm: fea = unit_rms(fea)
         rep = self.compress(fea.movedim(1, -1)).movedim(-1, 1)   # per pixel for a map
         x = self.head(self.sub_mean(x * self.rgb_range))
         res = x
@@ -220,13 +229,13 @@ class BlindSR(nn.Module):
     def __init__(self, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5, reduction: int = 8,
                  kernel_size: int = 3, rep_dim: int = 64, width: int = 64, rgb_range: float = 255.,
                  encoder: nn.Module | None = None, fea_dim: int | None = None, fusion: str = 'da',
-                 encoder_arch: str = 'dasr', encoder_stage: int = 2, encoder_weights=None):
+                 encoder_arch: str = 'dasr', encoder_stage: int = 2, encoder_weights=None, rep_norm: bool = False):
         super().__init__()
         self.encoder = encoder if encoder is not None else _build_encoder(encoder_arch, width, rgb_range, encoder_stage, encoder_weights)
         fea_dim = fea_dim or getattr(self.encoder, 'fea_dim', None)
         if fea_dim is None: raise ValueError("BlindSR: pass fea_dim, the size of the custom encoder's representation")
         self.sr_net = DASR(scale, n_feats, n_groups, n_blocks, kernel_size, reduction, rep_dim, fea_dim, rgb_range=rgb_range,
-                           fusion=fusion)
+                           fusion=fusion, rep_norm=rep_norm)
         self.scale, self.rgb_range = scale, rgb_range
 
     @staticmethod
@@ -334,11 +343,11 @@ class OracleSR(nn.Module):
     takes_degradation = True     # not an lr -> sr function: `for_condition` makes one
     def __init__(self, ranges: Mapping, scale: int = 4, n_feats: int = 64, n_groups: int = 5, n_blocks: int = 5,
                  reduction: int = 8, kernel_size: int = 3, rep_dim: int = 64, fea_dim: int = 256, hidden: int = 64,
-                 rgb_range: float = 255., fusion: str = 'da'):
+                 rgb_range: float = 255., fusion: str = 'da', rep_norm: bool = False):
         super().__init__()
         self.encoder = DegradationEmbedding(ranges, fea_dim, hidden)
         self.sr_net = DASR(scale, n_feats, n_groups, n_blocks, kernel_size, reduction, rep_dim, fea_dim, rgb_range=rgb_range,
-                           fusion=fusion)
+                           fusion=fusion, rep_norm=rep_norm)
         self.scale, self.rgb_range, self.names = scale, rgb_range, self.encoder.names
 
     def forward(self, lr: Tensor, degradation: Tensor) -> Tensor:
