@@ -18,8 +18,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['PROBE_FIELDS', 'degradation_grid', 'collect_representations', 'embed_2d', 'plot_representation',
-           'probe_representation', 'representation_probe', 'calibrate_batchnorm', 'read_probe_curve', 'ProbeCurve',
-           'plot_probe_curves']
+           'probe_representation', 'representation_probe', 'calibrate_batchnorm', 'representation_scale',
+           'read_probe_curve', 'ProbeCurve', 'plot_probe_curves']
 
 # %% ../nbs/32_analysis.ipynb #514ff60c
 from .core import atomic_write_csv
@@ -365,6 +365,29 @@ def calibrate_batchnorm(module: torch.nn.Module, batches: Iterable) -> torch.nn.
         for m, mom in zip(bns, momenta): m.momentum = mom
         module.train(was_training)
     return module
+
+# %% ../nbs/32_analysis.ipynb #7758a386
+@torch.no_grad()
+def representation_scale(model,                         # a BlindSR-like model: `encoder(lr)[0]` and `sr_net(lr, fea)`
+                         pairs: Iterable,               # (name, hr, lr) triples, e.g. BenchmarkSet.pairs('iso', sigma=0)
+                         norms: Sequence[float] = (),   # representation norms to rescale to
+                         precision: str = 'fp32') -> list[dict]:
+    "Per image: {'name', 'norm' (of the representation), 'psnr', and 'psnr@{n}' for each of `norms`}: PSNR-Y as `validation_score`."
+    from blindsr.evaluate import validation_score
+    def rescaled(n):
+        def sr(lr):
+            fea = model.encoder(lr)[0]
+            return model.sr_net(lr, fea * (n / fea.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (fea.ndim - 1)))
+        return sr
+    rows = []
+    with eval_mode(model):
+        for name, hr, lr in pairs:
+            one = [(name, hr, lr)]
+            row = {'name': name, 'norm': float(model.encoder(lr[None])[0].flatten(1).norm()),
+                   'psnr': validation_score(model, one, precision=precision)}
+            for n in norms: row[f'psnr@{n:g}'] = validation_score(rescaled(n), one, precision=precision, device=lr.device)
+            rows.append(row)
+    return rows
 
 # %% ../nbs/32_analysis.ipynb #1fac3155
 PROBE_FIELDS = ('step', 'seconds', 'sigma_r2', 'noise_accuracy', 'image_accuracy', 'sigma_r2_chance', 'noise_chance', 'image_chance')
