@@ -419,15 +419,20 @@ def open_run(out_dir, params: dict, resume='auto', ignore=()) -> tuple[Path, Pat
     return run, (ckpt if ckpt is not None and ckpt.is_file() else None)
 
 # %% ../nbs/30_train.ipynb #6474b275
+def _execution_record(folder: Path) -> dict:
+    "When papermill executed the run in `folder` ({'wall_seconds', 'started', 'ended'}; NaN / None where it did not say)."
+    executed = folder.parent / f'{folder.name}.ipynb'
+    pm = json.loads(executed.read_text())['metadata'].get('papermill', {}) if executed.exists() else {}
+    wall = pm.get('duration')
+    return {'wall_seconds': wall if wall is not None else math.nan, 'started': pm.get('start_time'), 'ended': pm.get('end_time')}
+
 def _finished(folder: Path, params: dict) -> dict | None:
     "The metrics of the run in `folder` if it finished under `params` (parameters it does not record do not count)."
     done, recorded = folder / 'metrics.json', folder / 'parameters.json'
     if not (done.exists() and recorded.exists()): return None
     old = json.loads(recorded.read_text())
     if any(old.get(k) != json.loads(json.dumps(v, default=str)) for k, v in params.items() if k in old): return None
-    executed = folder.parent / f'{folder.name}.ipynb'    # papermill recorded how long that execution took
-    wall = json.loads(executed.read_text())['metadata'].get('papermill', {}).get('duration') if executed.exists() else None
-    return {'wall_seconds': wall if wall is not None else math.nan, **json.loads(done.read_text())}
+    return {**_execution_record(folder), **json.loads(done.read_text())}
 
 def execute_notebook_run(notebook: str, output: str, params: dict, kernel_name: str = 'python3',
                          threads: int | None = None) -> dict:
@@ -507,7 +512,7 @@ def run_grid(notebook, variants: dict, seeds, out_dir, base: dict | None = None,
             done = folder(n, s) / 'metrics.json'
             if out['returncode'] == 0 and done.exists():
                 results[(n, s)] = {'name': n, 'seed': s, 'status': 'ran', 'attempts': attempts[(n, s)],
-                                   'wall_seconds': out['wall_seconds'], **json.loads(done.read_text())}
+                                   **_execution_record(folder(n, s)), 'wall_seconds': out['wall_seconds'], **json.loads(done.read_text())}
             else:   # recorded now; replaced if a retry succeeds
                 results[(n, s)] = {'name': n, 'seed': s, 'status': 'failed', 'attempts': attempts[(n, s)],
                                    'wall_seconds': out['wall_seconds'], 'error': out['error'] or f"exit status {out['returncode']}"}

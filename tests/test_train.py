@@ -205,6 +205,8 @@ def test_run_grid_runs_reuses_and_records_failures(tmp_path):
     assert (tmp_path / 'grid' / 'double' / 'seed1.ipynb').exists()                    # the executed notebook
     again = run_grid(nb, variants, [0, 1], tmp_path / 'grid')
     assert again[('double', 1)]['status'] == 'reused' and again[('double', 1)]['wall_seconds'] > 0
+    ran, reused = res[('double', 1)], again[('double', 1)]
+    assert ran['started'] < ran['ended'] and (reused['started'], reused['ended']) == (ran['started'], ran['ended'])   # when it ran, kept
     assert again[('broken', 1)]['status'] == 'failed'                                  # a failed run is tried again
     changed = run_grid(nb, {'double': {'scale': 3}}, [1], tmp_path / 'grid')           # other parameters: run again
     assert changed[('double', 1)]['status'] == 'ran' and changed[('double', 1)]['value'] == 3
