@@ -12,14 +12,15 @@ import sys
 from pathlib import Path
 
 from .core import PRECISIONS, CheckpointError, ImageFileError, launcher_rank, precision_bytes, read_image, write_image
-from .inference import auto_tile, upscale
+from .inference import auto_tile, auto_tile_fusion, fuse_tiled, upscale
 from .models import load_model
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'expand_inputs', 'upscale_file', 'main', 'NotebookError', 'notebook_code_until',
-           'notebook_code_until_training', 'run_notebook_code', 'run_notebook_worker']
+__all__ = ['IMAGE_SUFFIXES', 'SCENE_SUFFIXES', 'CUBE_SUFFIXES', 'expand_inputs', 'upscale_file', 'main', 'read_fusion_scene',
+           'expand_scenes', 'fuse_scene', 'NotebookError', 'notebook_code_until', 'notebook_code_until_training',
+           'run_notebook_code', 'run_notebook_worker']
 
 # %% ../nbs/40_cli.ipynb #c2de7246
 def expand_inputs(items) -> list[Path]:
@@ -65,6 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument('--channels-last', action='store_true', help='channels-last memory format (faster on some GPUs)')
     up.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
     up.add_argument('-q', '--quiet', action='store_true', help='no progress output')
+    fu = sub.add_parser('fuse', help='hyperspectral fusion (PSRT and its variants) of large scenes, tile by tile', description=(
+        "Fuse an RGB image with a low-resolution hyperspectral image (LR HSI) into the high-resolution HSI, tile by tile. "
+        "A scene is an .npz file holding `rgb` (3 bands) and `lrhsi` (or `hsi_up`, already upsampled), each (C, H, W) or "
+        "(H, W, C); a folder means its .npz files. With --simulate the inputs are ground-truth cubes (CAVE scenes: folders of "
+        "band PNGs, .mat or .npy), the RGB and LR HSI are simulated by the PSRT/UDL recipe, and SAM / ERGAS / PSNR against "
+        "the ground truth go to OUT_DIR/metrics.json. Outputs: OUT_DIR/<scene>.npy, float32 (C, H, W). "
+        "Exit code: 0 all done, 1 some scene failed (each is reported), 2 bad arguments or checkpoint."))
+    fu.add_argument('inputs', nargs='+', metavar='SCENE', help='.npz scenes or folders of them (with --simulate: ground-truth cubes or folders of them)')
+    fu.add_argument('-o', '--out-dir', required=True, help='folder for the outputs (created)')
+    fu.add_argument('-c', '--checkpoint', required=True, help='a fusion checkpoint: official PSRT weights or a blindsr run of train_hisr')
+    fu.add_argument('--simulate', action='store_true', help='the inputs are ground-truth cubes: simulate the fusion inputs and score the output')
+    fu.add_argument('--tile', type=int, default=None, help='HR tile size in pixels (default: from --memory-budget)')
+    fu.add_argument('--overlap', type=int, default=16, help='HR pixels by which tiles overlap and are blended (default 16)')
+    fu.add_argument('--pad', type=int, default=16, help='extra HR context pixels per inner tile side (default 16)')
+    fu.add_argument('--memory-budget', type=float, default=1024, help='MB of activations a tile may use when --tile is not given (default 1024)')
+    fu.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help='fp32 (default), bf16 or fp16 (CUDA)')
+    fu.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: CUDA if available, else CPU)')
+    fu.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
+    fu.add_argument('-q', '--quiet', action='store_true', help='no progress output')
     ex = sub.add_parser('experiment', help='run an experiment notebook (papermill), also on several processes under torchrun',
                         description=(
         "Run a parameterised experiment notebook through papermill. Under `torchrun --nproc_per_node N --no-python "
@@ -82,6 +102,7 @@ def main(argv=None) -> int:
     "Entry point of the `blindsr` console script."
     args = _parser().parse_args(argv)
     if args.command == 'experiment': return _experiment_command(args)
+    if args.command == 'fuse': return _fuse_command(args)
     from blindsr.core import default_device
     for name in ('tile', 'overlap', 'pad'):
         v = getattr(args, name)
@@ -94,6 +115,8 @@ def main(argv=None) -> int:
         net = load_model(args.checkpoint, args.model, args.scale).to(device)
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         print(f"blindsr: error: {e}", file=sys.stderr); return 2
+    if hasattr(net, 'n_bands'):
+        print(f"blindsr: error: {args.checkpoint}: holds a fusion network ({type(net).__name__}: RGB + LR HSI in); use blindsr fuse", file=sys.stderr); return 2
     files = expand_inputs(args.inputs)
     if args.tile is None:   # once for all files (a probe forward pass), not per file
         args.tile = auto_tile(net, args.memory_budget * 2 ** 20, args.pad, precision_bytes(args.precision))
@@ -109,6 +132,108 @@ def main(argv=None) -> int:
             failed.append(src)
             print(f"[{i}/{len(files)}] FAILED {src}: {e}", file=sys.stderr)
     if failed: print(f"blindsr: {len(failed)} of {len(files)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+# %% ../nbs/40_cli.ipynb #8e4dc8f3
+SCENE_SUFFIXES = ('.npz',)
+CUBE_SUFFIXES = ('.npy', '.mat')
+
+def _channels_first(a, n: int, what: str):
+    "(C, H, W) float32 tensor from a 3-D array whose first or last axis has `n` channels."
+    import numpy as np, torch
+    if a.ndim != 3: raise ValueError(f"{what}: expected a 3-D array ({n} bands), got shape {a.shape}")
+    if a.shape[0] != n and a.shape[-1] == n: a = np.moveaxis(a, -1, 0)
+    elif a.shape[0] != n: raise ValueError(f"{what}: the network takes {n} bands, the array has shape {a.shape} (neither its first nor last axis is {n})")
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if not torch.isfinite(t).all(): raise ValueError(f"{what}: holds NaN or infinite values")
+    return t
+
+def read_fusion_scene(path, n_rgb: int = 3, n_bands: int = 31) -> dict:
+    "`{'rgb', 'lrhsi' | 'hsi_up'}` (C, H, W) float32 tensors of an .npz scene, checked; errors name the file."
+    import numpy as np, zipfile
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such scene file")
+    try:
+        with np.load(path, allow_pickle=False) as f: arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e: raise ValueError(f"{path}: not a readable .npz scene ({e})") from None
+    hsi = [k for k in ('lrhsi', 'hsi_up') if k in arrays]
+    if 'rgb' not in arrays or not hsi:
+        raise ValueError(f"{path}: needs arrays 'rgb' and 'lrhsi' (or 'hsi_up'); it holds {sorted(arrays)}")
+    return {'rgb': _channels_first(arrays['rgb'], n_rgb, f"{path}:rgb"), hsi[0]: _channels_first(arrays[hsi[0]], n_bands, f"{path}:{hsi[0]}")}
+
+def expand_scenes(items, simulate: bool = False) -> list[tuple[str, Path]]:
+    "`(name, path)` of each scene of `items` (files; folders: their .npz scenes, or with `simulate` their CAVE cubes), in order."
+    from blindsr.hsi import find_cave_scenes
+    out = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir() and simulate:
+            try: found = [(n, q) for n, q in find_cave_scenes(p).items()]
+            except FileNotFoundError: found = [(p.name, p)]   # reported when read
+        elif p.is_dir(): found = [(q.stem, q) for q in sorted(p.iterdir()) if q.suffix in SCENE_SUFFIXES and q.is_file()] or [(p.name, p)]
+        else: found = [(p.stem.removesuffix('_ms'), p)]
+        out += [f for f in found if f not in out]
+    return out
+
+# %% ../nbs/40_cli.ipynb #04c98bbd
+def fuse_scene(net, name: str, src: Path, out_dir: Path, simulate: bool = False, overwrite: bool = False, **kwargs):
+    "Fuse one scene into `out_dir/<name>.npy` (atomic); returns the output path and, with `simulate`, its metrics."
+    import io, numpy as np
+    from blindsr.core import atomic_write_bytes
+    from blindsr.hsi import hsi_metrics, read_cave_scene, simulate_fusion_inputs, upsample_lrhsi
+    dst = out_dir / f'{name}.npy'
+    if dst.exists() and not overwrite: raise FileExistsError(f"{dst}: exists; pass --overwrite to replace it")
+    s = int(getattr(net, 'scale', 4))
+    if simulate:
+        gt = read_cave_scene(src, bands=net.n_bands)
+        H, W = gt.shape[-2:]
+        if H % s or W % s: gt = gt[:, :H // s * s, :W // s * s]   # the simulation needs whole LR pixels
+        sim = simulate_fusion_inputs(gt, s)
+        inputs = {'rgb': sim['rgb'], 'lrhsi': sim['lrhsi']}
+    else: inputs = read_fusion_scene(src, net.n_rgb, net.n_bands)
+    try: out = fuse_tiled(net, **inputs, upsample=upsample_lrhsi, **kwargs)
+    except ValueError as e: raise ValueError(f"{src}: {str(e).removeprefix('fuse_tiled: ')}") from None
+    buf = io.BytesIO(); np.save(buf, out.numpy())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dst, buf.getvalue())
+    metrics = {conv: hsi_metrics(out, gt, s, conv) for conv in ('psrt', 'udl')} if simulate else None
+    return dst, metrics
+
+def _fuse_command(args) -> int:
+    import json
+    from blindsr.core import atomic_write_bytes, default_device
+    for name in ('tile', 'overlap', 'pad'):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == 'tile' else 0):
+            print(f"blindsr: error: --{name} must be {'>= 1' if name == 'tile' else '>= 0'}, got {v}", file=sys.stderr); return 2
+    if not args.memory_budget > 0: print(f"blindsr: error: --memory-budget must be > 0 MB, got {args.memory_budget}", file=sys.stderr); return 2
+    if args.tile is not None and args.overlap >= args.tile:
+        print(f"blindsr: error: --overlap ({args.overlap}) must be smaller than --tile ({args.tile})", file=sys.stderr); return 2
+    try:
+        device = default_device(args.device)
+        net = load_model(args.checkpoint).to(device)
+    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
+        print(f"blindsr: error: {e}", file=sys.stderr); return 2
+    if not hasattr(net, 'n_bands'):
+        print(f"blindsr: error: {args.checkpoint}: holds {type(net).__name__}, not a fusion network; use blindsr upscale", file=sys.stderr); return 2
+    scenes = expand_scenes(args.inputs, args.simulate)
+    if args.tile is None: args.tile = auto_tile_fusion(net, args.memory_budget * 2 ** 20, args.pad, precision_bytes(args.precision))
+    out_dir, failed, scores = Path(args.out_dir), [], {}
+    for i, (name, src) in enumerate(scenes, 1):
+        try:
+            dst, m = fuse_scene(net, name, src, out_dir, args.simulate, args.overwrite, tile=args.tile, overlap=args.overlap,
+                                pad=args.pad, precision=args.precision, device=device, progress=not args.quiet)
+            if m is not None: scores[name] = m
+            if not args.quiet:
+                extra = f" (SAM {m['psrt']['sam']:.3f}, ERGAS {m['psrt']['ergas']:.3f}, PSNR {m['psrt']['psnr']:.2f})" if m else ''
+                print(f"[{i}/{len(scenes)}] {src} -> {dst}{extra}")
+        except (FileExistsError, FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as e:
+            failed.append(src)
+            print(f"[{i}/{len(scenes)}] FAILED {e if str(e).startswith(str(src)) else f'{src}: {e}'}", file=sys.stderr)
+    if scores:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / 'metrics.json', json.dumps(scores, indent=2).encode())
+    if failed: print(f"blindsr: {len(failed)} of {len(scenes)} scenes failed", file=sys.stderr)
     return 1 if failed else 0
 
 # %% ../nbs/40_cli.ipynb #0c160a83

@@ -18,9 +18,10 @@ from .degradations import imresize
 from .download import DownloadError, default_data_root, extract_archive, fetch, file_lock
 
 # %% auto #0
-__all__ = ['CAVE_WAVELENGTHS', 'CAVE_SCENES', 'CAVE_URL', 'HSI_CONVENTIONS', 'nikon_d700_srf', 'matlab_gaussian_kernel',
-           'simulate_fusion_inputs', 'read_cave_scene', 'find_cave_scenes', 'load_udl_h5', 'download_cave',
-           'FusionPatches', 'fusion_pairs', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
+__all__ = ['CAVE_WAVELENGTHS', 'CAVE_SCENES', 'CAVE_URL', 'CAVE_TEST_SCENES', 'HSI_CONVENTIONS', 'nikon_d700_srf',
+           'matlab_gaussian_kernel', 'simulate_fusion_inputs', 'upsample_lrhsi', 'read_cave_scene', 'find_cave_scenes',
+           'load_udl_h5', 'download_cave', 'FusionPatches', 'fusion_pairs', 'SplitLeakError', 'check_split',
+           'cave_split', 'region_split', 'region_data', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
 
 # %% ../nbs/34_hsi.ipynb #912b4901
 _NIKON_D700_COUNTS = (
@@ -59,6 +60,10 @@ def simulate_fusion_inputs(gt: Tensor, scale: int = 4, srf: Tensor | None = None
     hsi_up = imresize(lrhsi, scale=scale)
     out = {'rgb': rgb, 'lrhsi': lrhsi, 'hsi_up': hsi_up}
     return {k: (v if gt.ndim == 4 else v[0]).to(gt.dtype) for k, v in out.items()}
+
+def upsample_lrhsi(lrhsi: Tensor, scale: int = 4) -> Tensor:
+    "`hsi_up` of an LR HSI (C, h, w) or (B, C, h, w): MATLAB bicubic `imresize` in float64, as the simulation makes it; the input's dtype out."
+    return imresize(lrhsi.double(), scale=scale).to(lrhsi.dtype)
 
 # %% ../nbs/34_hsi.ipynb #3662b24f
 CAVE_SCENES = ('balloons', 'beads', 'cd', 'chart_and_stuffed_toy', 'clay', 'cloth', 'egyptian_statue', 'face',
@@ -201,6 +206,67 @@ def fusion_pairs(cubes, scale: int = 4) -> list:
         sim = simulate_fusion_inputs(gt.float(), scale)
         out.append((n, gt.float(), (sim['rgb'], sim['hsi_up'])))
     return out
+
+# %% ../nbs/34_hsi.ipynb #9afad14c
+CAVE_TEST_SCENES = ('balloons', 'cd', 'chart_and_stuffed_toy', 'clay', 'fake_and_real_beers', 'fake_and_real_lemon_slices',
+                    'fake_and_real_tomatoes', 'feathers', 'flowers', 'hairs', 'jelly_beans')
+
+class SplitLeakError(ValueError):
+    "A train / validation / test split whose parts overlap (e.g. a configuration that would select on the test data)."
+
+def _rows_apart(a, b, guard: int) -> bool: return a[1] + guard <= b[0] or b[1] + guard <= a[0]
+
+def check_split(split: dict) -> dict:
+    """Refuse (SplitLeakError) a split whose 'train', 'val' and 'test' share a scene or, for row regions
+    (`(start, stop)` pairs, with 'guard'), come closer than the guard band. Returns `split`."""
+    missing = [k for k in ('train', 'val', 'test') if not split.get(k)]
+    if missing: raise SplitLeakError(f"split: no {' / '.join(missing)} part ({split})")
+    if split.get('kind') == 'regions':
+        g = split['guard']
+        for a, b in (('train', 'val'), ('train', 'test'), ('val', 'test')):
+            if not _rows_apart(split[a], split[b], g):
+                raise SplitLeakError(f"split: {a} rows {tuple(split[a])} and {b} rows {tuple(split[b])} are less than the guard band ({g} rows) apart"
+                                     + (" (validation would select on the test data)" if 'test' in (a, b) and 'val' in (a, b) else ''))
+        return split
+    for a, b in (('train', 'val'), ('train', 'test'), ('val', 'test')):
+        common = sorted(set(split[a]) & set(split[b]))
+        if common:
+            why = " (validation would select on the test data)" if (a, b) == ('val', 'test') else ''
+            raise SplitLeakError(f"split: scenes {common} are in both {a} and {b}{why}")
+    return split
+
+def cave_split(scenes, test=None, val=None, n_val: int = 2) -> dict:
+    """Train / validation / test scene names of CAVE: `test` (default `CAVE_TEST_SCENES`), `val` (default the last
+    `n_val` of the other scenes, alphabetically), the rest train. Checked by `check_split`."""
+    names = sorted(scenes)
+    test = list(CAVE_TEST_SCENES if test is None else test)
+    absent = [n for n in test + list(val or []) if n not in names]
+    if absent: raise ValueError(f"cave_split: scenes {absent} are not among the {len(names)} found ({names[:5]}...)")
+    rest = [n for n in names if n not in test]
+    val = list(val) if val is not None else rest[-n_val:] if n_val > 0 else []
+    split = {'kind': 'scenes', 'train': [n for n in rest if n not in val], 'val': val, 'test': test}
+    return check_split({**split, 'train': split['train'] or []})
+
+def region_split(height: int, train_rows: int, val_rows: int, guard: int = 16, multiple: int = 8) -> dict:
+    """Rows of one scene: train `[0, train_rows)`, a guard band, validation (`val_rows` rows), a guard band, test (the
+    rest); every boundary a multiple of `multiple` (the scale and PSRT's windows)."""
+    v0 = train_rows + guard
+    t0 = v0 + val_rows + guard
+    for name, v in (('train_rows', train_rows), ('val_rows', val_rows), ('guard', guard)):
+        if v % multiple or v < (0 if name == 'guard' else multiple):
+            raise ValueError(f"region_split: {name}={v} must be a positive multiple of {multiple}" if name != 'guard' else
+                             f"region_split: guard={v} must be a multiple of {multiple} (>= 0)")
+    if height - t0 < multiple:
+        raise ValueError(f"region_split: train_rows={train_rows} + val_rows={val_rows} + 2 x guard={guard} leave {height - t0} of {height} rows for the test")
+    return check_split({'kind': 'regions', 'train': (0, train_rows), 'val': (v0, v0 + val_rows), 'test': (t0, height), 'guard': guard})
+
+def region_data(cube: Tensor, split: dict, scale: int = 4, name: str = 'scene') -> tuple[dict, list, list]:
+    """The training cubes, validation pairs and test pairs of one scene cut by `region_split`; each region's inputs
+    are simulated from that region alone."""
+    check_split(split)
+    part = lambda k: cube[:, split[k][0]:split[k][1]]
+    return ({f'{name}_train': part('train')}, fusion_pairs({f'{name}_val': part('val')}, scale),
+            fusion_pairs({f'{name}_test': part('test')}, scale))
 
 # %% ../nbs/34_hsi.ipynb #4a2e3b20
 def _cube(x: Tensor, what: str) -> Tensor:

@@ -15,7 +15,8 @@ from .core import autocast, check_precision, precision_bytes
 from .models import takes_representation
 
 # %% auto #0
-__all__ = ['tile_starts', 'blend_ramp', 'global_representation', 'bytes_per_lr_pixel', 'auto_tile', 'upscale']
+__all__ = ['tile_starts', 'blend_ramp', 'global_representation', 'bytes_per_lr_pixel', 'auto_tile', 'upscale',
+           'fusion_bytes_per_pixel', 'auto_tile_fusion', 'fuse_tiled']
 
 # %% ../nbs/33_inference.ipynb #0aae464b
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -74,7 +75,7 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
     `tile` LR pixels per tile (None: from `memory_budget` bytes), `overlap` blended pixels, `pad` extra context per
     inner side; `blend=False` pastes tiles without overlap or context (the naive tiling, for comparison)."""
     if hasattr(model, 'n_bands'):
-        raise ValueError(f"upscale: {type(model).__name__} is a fusion network (forward(rgb, hsi_up)); tile it with its two inputs")
+        raise ValueError(f"upscale: {type(model).__name__} is a fusion network (forward(rgb, hsi_up)); use fuse_tiled (or `blindsr fuse`)")
     if getattr(model, 'takes_degradation', False):
         raise ValueError(f"upscale: {type(model).__name__} must be told the degradation (forward(lr, degradation)); upscale "
                          f"model.for_condition({{'sigma': ...}}) instead")
@@ -121,3 +122,99 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
             bar.update(1)
     bar.close()
     return (out / wsum)[0].cpu()
+
+# %% ../nbs/33_inference.ipynb #13831d73
+class _LargestTensor(torch.overrides.TorchFunctionMode):
+    "Records the largest number of elements of any tensor a torch function returns while active."
+    def __init__(self): super().__init__(); self.largest = 0
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, Tensor): self.largest = max(self.largest, t.numel())
+        return out
+
+def fusion_bytes_per_pixel(model: nn.Module, element_size: int = 4, probe: int = 32) -> float:
+    "Estimated peak activation bytes per HR pixel of a fusion `model`, from a probe forward (3 x its largest tensor)."
+    dev = next(model.parameters()).device
+    rgb, up = torch.rand(1, model.n_rgb, probe, probe, device=dev), torch.rand(1, model.n_bands, probe, probe, device=dev)
+    with torch.no_grad(), _LargestTensor() as m: model.eval()(rgb, up)
+    return 3 * m.largest / probe ** 2 * element_size
+
+def _fusion_grid(model) -> int:
+    "The pixel grid tiles of a fusion network start on: its windows' multiple and its scale."
+    return math.lcm(int(getattr(model, 'multiple', 1)), int(getattr(model, 'scale', 1) or 1))
+
+def auto_tile_fusion(model: nn.Module, memory_budget: float = 1 << 30, pad: int = 16, element_size: int = 4) -> int:
+    "The largest square HR tile (a multiple of the network's grid, at least 4 grids) whose padded area fits `memory_budget` bytes."
+    a = _fusion_grid(model)
+    side = math.sqrt(memory_budget / fusion_bytes_per_pixel(model, element_size)) - 2 * pad
+    return max(4 * a, int(side) // a * a)
+
+# %% ../nbs/33_inference.ipynb #aa697cff
+def _aligned_starts(length: int, tile: int, overlap: int, a: int) -> list[int]:
+    "`tile_starts` moved down onto multiples of `a` (the last tile keeps ending at the border)."
+    starts = tile_starts(length, tile, overlap)
+    return [min(length - tile, y // a * a) if i < len(starts) - 1 else y for i, y in enumerate(starts)]
+
+def _check_fusion_inputs(model, rgb: Tensor, lrhsi: Tensor | None, hsi_up: Tensor | None) -> tuple[int, Tensor]:
+    if not hasattr(model, 'n_bands'): raise ValueError(f"fuse_tiled: {type(model).__name__} is not a fusion network (forward(rgb, hsi_up)); use upscale")
+    if (lrhsi is None) == (hsi_up is None): raise ValueError("fuse_tiled: give exactly one of lrhsi (the LR HSI) and hsi_up (its upsampling)")
+    s = int(getattr(model, 'scale', 4))
+    if rgb.ndim != 3 or rgb.shape[0] != model.n_rgb:
+        raise ValueError(f"fuse_tiled: rgb must be ({model.n_rgb}, H, W), got {tuple(rgb.shape)}")
+    hsi = lrhsi if lrhsi is not None else hsi_up
+    if hsi.ndim != 3 or hsi.shape[0] != model.n_bands:
+        raise ValueError(f"fuse_tiled: the network takes {model.n_bands} bands, the {'LR HSI' if lrhsi is not None else 'hsi_up'} has "
+                         f"{hsi.shape[0] if hsi.ndim == 3 else 'no'} (shape {tuple(hsi.shape)})")
+    H, W = rgb.shape[-2:]
+    want = (H // s, W // s) if lrhsi is not None else (H, W)
+    if (lrhsi is not None and (H % s or W % s)) or tuple(hsi.shape[-2:]) != want:
+        raise ValueError(f"fuse_tiled: rgb is {H}x{W}; the {'LR HSI must be 1/' + str(s) + ' of it' if lrhsi is not None else 'hsi_up must match it'}, "
+                         f"got {hsi.shape[-2]}x{hsi.shape[-1]}")
+    return s, hsi
+
+# %% ../nbs/33_inference.ipynb #c25c7841
+@torch.no_grad()
+def fuse_tiled(model: nn.Module, rgb: Tensor, lrhsi: Tensor | None = None, hsi_up: Tensor | None = None, upsample=None,
+               tile: int | None = None, overlap: int = 16, pad: int = 16, context: int = 4, precision: str = 'fp32', device=None,
+               memory_budget: float = 1 << 30, progress: bool = False, blend: bool = True) -> Tensor:
+    """The HR HSI (C, H, W) float32 of a fusion `model` from `rgb` (3, H, W) and either the LR HSI `lrhsi` (C, H/s, W/s)
+    with `upsample(lr (C, h, w), s) -> (C, s*h, s*w)` (each tile's upsampling computed from an LR crop with `context`
+    extra LR pixels; e.g. `blindsr.hsi.upsample_lrhsi`) or its upsampling `hsi_up` (C, H, W), tile by tile. `tile`,
+    `overlap`, `pad` in HR pixels (None: from `memory_budget`); `blend=False`: naive tiles."""
+    s, hsi = _check_fusion_inputs(model, rgb, lrhsi, hsi_up)
+    if lrhsi is not None and not callable(upsample):
+        raise ValueError("fuse_tiled: with lrhsi, pass upsample (the data's upsampling, e.g. blindsr.hsi.upsample_lrhsi)")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    check_precision(precision, dev, 'fuse_tiled: ')
+    model = model.eval().to(dev)
+    a = _fusion_grid(model)
+    if not blend: overlap, pad, context = 0, 0, 0
+    if min(overlap, pad, context) < 0: raise ValueError(f"fuse_tiled: overlap, pad and context must be >= 0, got {overlap}, {pad}, {context}")
+    pad = -(-pad // a) * a                                    # context on the window grid too
+    if tile is None: tile = auto_tile_fusion(model, memory_budget, pad, precision_bytes(precision))
+    H, W = rgb.shape[-2:]
+    th, tw = min(tile, H), min(tile, W)
+    if overlap >= min(th, tw) and (th < H or tw < W): raise ValueError(f"fuse_tiled: overlap={overlap} must be smaller than the tile ({tile})")
+    ys, xs = _aligned_starts(H, th, overlap, a), _aligned_starts(W, tw, overlap, a)
+    out, wsum = torch.zeros(model.n_bands, H, W), torch.zeros(1, H, W)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(ys) * len(xs), desc='tiles', disable=not progress, leave=False)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            y0, y1, x0, x1 = max(0, y - pad), min(H, y + th + pad), max(0, x - pad), min(W, x + tw + pad)
+            if lrhsi is not None:   # the whole image's bicubic upsampling, restricted to this region
+                ly0, ly1 = max(0, y0 // s - context), min(hsi.shape[1], -(-y1 // s) + context)
+                lx0, lx1 = max(0, x0 // s - context), min(hsi.shape[2], -(-x1 // s) + context)
+                up = upsample(hsi[:, ly0:ly1, lx0:lx1], s).float()
+                up = up[:, y0 - ly0 * s:y1 - ly0 * s, x0 - lx0 * s:x1 - lx0 * s]
+            else: up = hsi[:, y0:y1, x0:x1].float()
+            with autocast(precision, dev):
+                o = model(rgb[None, :, y0:y1, x0:x1].to(dev, torch.float32), up[None].to(dev))[0].float().cpu()
+            o = o[:, y - y0:y - y0 + th, x - x0:x - x0 + tw]
+            w = (blend_ramp(th, overlap, i > 0, i < len(ys) - 1)[:, None] * blend_ramp(tw, overlap, j > 0, j < len(xs) - 1)[None])[None]
+            out[:, y:y + th, x:x + tw] += o * w
+            wsum[:, y:y + th, x:x + tw] += w
+            bar.update(1)
+    bar.close()
+    return out / wsum

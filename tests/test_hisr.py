@@ -65,17 +65,98 @@ TINY_HISR = dict(model_kwargs={'embed_dim': 8, 'heads': 2}, patch_size=32, batch
                  progress=False)
 
 
-def test_train_hisr_runs_on_the_golden_scene(tmp_path, golden_dir):
+def test_train_hisr_selects_on_validation_and_reads_the_test_once(tmp_path, golden_dir):
+    "The leak test: best.pt is chosen by its score on the validation rows (recomputed here), never on the test rows."
+    from blindsr.evaluate import validation_score
+    from blindsr.hsi import check_split, region_data
     run, figs = tmp_path / 'run', tmp_path / 'figs'
     out = run_experiment('train_hisr', tmp_path, out_dir=str(run), figures_dir=str(figs), **TINY_HISR)
     m = json.loads((run / 'metrics.json').read_text())
-    assert m['steps'] == 4 and m['evaluated_epoch'] == m['best_epoch'] in (1, 2)
-    conv = {(r['convention'], r['method']) for r in m['summary']}
-    assert conv == {(c, x) for c in ('psrt', 'udl') for x in ('bicubic (hsi_up)', 'psrt')}
+    split = m['split']
+    assert split['kind'] == 'regions' and split['train'] == [0, 128] and split['val'] == [144, 184] and split['test'] == [200, 256]
+    check_split(split)                                        # disjoint, guard bands of 16 rows
+    assert m['steps'] == 4 and m['evaluated_epoch'] == m['best_epoch'] in (1, 2) and m['evaluated_step'] == 2 * m['best_epoch']
+    cube = read_cave_scene(golden_dir / 'psrt' / 'balloons_ms.npy')
+    _, val, test = region_data(cube, {**split, 'train': tuple(split['train']), 'val': tuple(split['val']), 'test': tuple(split['test'])})
+    best = load_model(run / 'checkpoints' / 'best.pt')
+    psnr_fn = lambda o, t: hsi_metrics(o, t, 4, 'psrt')['psnr'].mean().item()
+    assert validation_score(best, val, psnr_fn) == pytest.approx(m['best_val_score'], abs=1e-4)   # selected on validation ...
+    assert validation_score(best, test, psnr_fn) != pytest.approx(m['best_val_score'], abs=1e-2)  # ... not on the test rows
+    log = (run / 'log.csv').read_text().splitlines()
+    vals = [float(r.split(',')[6]) for r in log[1:] if ',val,' in r]
+    assert max(vals) == pytest.approx(m['best_val_score'], abs=1e-3)   # log.csv keeps 4 decimals
+    trained = [r for r in m['summary'] if r['method'] == 'trained']
+    assert {r['convention'] for r in trained} == {'psrt', 'udl'}
     table = (run / 'table.md').read_text()
-    assert f"evaluated checkpoint: epoch {m['best_epoch']}" in table and 'balloons_bottom' in table
+    assert f"Evaluated checkpoint: epoch {m['best_epoch']} (step {m['evaluated_step']})" in table and 'the test part read once' in table
+    assert 'under-trained' in table                           # 4 steps from random weights: worse than bicubic, and said so
     assert (figs / 'train_hisr_psrt.png').stat().st_size > 20_000
     assert f"weights of epoch {m['best_epoch']}" in out.read_text()   # the printed line naming the evaluated epoch
+
+
+def test_a_configuration_selecting_on_the_test_data_is_refused(tmp_path):
+    from blindsr.hsi import CAVE_SCENES, SplitLeakError, cave_split, check_split, region_split
+    with pytest.raises(ValueError, match='validation would select on the test data'):
+        check_parameters('train_hisr', out_dir=str(tmp_path / 'run'), **{**TINY_HISR, 'val_scenes': ['balloons']})
+    with pytest.raises(ValueError, match='validation would select on the test data'):
+        check_parameters('train_hisr', out_dir=str(tmp_path / 'run'), **{**TINY_HISR, 'test_scenes': ['beads'], 'val_scenes': ['beads', 'cd']})
+    assert not (tmp_path / 'run').exists()
+    with pytest.raises(SplitLeakError, match='in both val and test'):
+        cave_split(CAVE_SCENES, val=['cd'])
+    sp = region_split(256, 128, 40, 16)
+    for bad in ({**sp, 'val': (192, 232)}, {**sp, 'val': (120, 160)}, {**sp, 'guard': 24}):
+        with pytest.raises(SplitLeakError):
+            check_split(bad)
+    with pytest.raises(SplitLeakError, match='no val part'):
+        check_split({'kind': 'scenes', 'train': ['a'], 'val': [], 'test': ['b']})
+
+
+def test_train_hisr_on_a_cave_folder_keeps_validation_out_of_the_test(tmp_path, golden_dir):
+    "The CAVE protocol on a folder of four tiny scenes: validation from the training scenes, the test scenes named."
+    cube = np.load(golden_dir / 'psrt' / 'balloons_ms.npy')
+    d = tmp_path / 'cave'
+    d.mkdir()
+    for i, n in enumerate(('balloons', 'beads', 'cd', 'face', 'watercolors')):
+        np.save(d / f'{n}.npy', cube[48 * i:48 * i + 64, :64])
+    run = tmp_path / 'run'
+    run_experiment('train_hisr', tmp_path, data_dir=str(d), test_scenes=['balloons', 'cd'], out_dir=str(run),
+                   **{**TINY_HISR, 'steps': 2, 'steps_per_epoch': 1})
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['split'] == {'kind': 'scenes', 'train': ['beads'], 'val': ['face', 'watercolors'], 'test': ['balloons', 'cd']}
+    assert {r['scene'] for r in m['per_scene']} == {'balloons', 'cd'}   # the test scenes, and only they, are scored
+
+
+def test_fine_tuning_a_ka_variant_starts_at_the_official_model(tmp_path, golden_dir):
+    "init = the official weights, psrt_kav11 with the shuffle: the 'starting weights' row is the official PSRT on the test rows."
+    w = golden_dir / 'psrt' / 'psrt_cave_x4_state.pt'
+    run = tmp_path / 'run'
+    run_experiment('train_hisr', tmp_path, model='psrt_kav11', model_kwargs={'shuffle': True}, init=str(w), out_dir=str(run),
+                   **{k: v for k, v in TINY_HISR.items() if k != 'model_kwargs'})
+    m = json.loads((run / 'metrics.json').read_text())
+    S = {(r['convention'], r['method']): r for r in m['summary']}
+    from blindsr.hsi import region_data, region_split
+    _, _, test = region_data(read_cave_scene(golden_dir / 'psrt' / 'balloons_ms.npy'), region_split(256, 128, 40, 16))
+    name, gt, (rgb, up) = test[0]
+    with torch.no_grad(): official = load_model(w)(rgb[None], up[None])[0]
+    assert S['psrt', 'start']['psnr'] == pytest.approx(hsi_metrics(official, gt, 4, 'psrt')['psnr'], abs=1e-5)
+    assert S['psrt', 'start']['psnr'] > S['psrt', 'bicubic']['psnr'] + 10
+    assert 'starting weights (init)' in (run / 'table.md').read_text()
+
+
+def test_hisr_finetune_report_on_a_tiny_grid(tmp_path, golden_dir):
+    "Two variants x two seeds from the official weights: the table, the paired intervals and the verdict words."
+    budget = dict(steps=2, steps_per_epoch=1, batch_size=2, patch_size=32, lr=1e-4, weight_decay=1e-4, grad_clip=10.0,
+                  val_metric='psnr', precision='fp32', progress=False)
+    run_experiment('hisr_finetune', tmp_path, variants={'psrt': {'model': 'psrt'}, 'kav11': {'model': 'psrt_kav11', 'model_kwargs': {'shuffle': True}}},
+                   seeds=[0, 1], comparisons=[['kav11', 'psrt'], ['psrt', 'official']], budget=budget, out_dir=str(tmp_path / 'grid'))
+    md = (tmp_path / 'grid' / 'hisr_finetune.md').read_text()
+    assert 'Budget: every variant 2 steps of batch 2' in md and 'seeds [0, 1], paired' in md
+    assert '| official PSRT weights (step 0 of every shuffle variant)' in md and '| bicubic (hsi_up): floor' in md
+    rows = [l for l in md.splitlines() if l.startswith('| kav11 - psrt') or l.startswith('| psrt - official')]
+    assert len(rows) == 2 and all(any(v in r for v in ('better', 'worse', 'undecided')) for r in rows)
+    assert 'What one scene can show' in md and (tmp_path / 'grid' / 'hisr_finetune.png').stat().st_size > 10_000
+    runs = sorted(p.parent.name + '/' + p.parent.parent.name for p in (tmp_path / 'grid').glob('*/seed*/metrics.json'))
+    assert len(runs) == 4
 
 
 @pytest.mark.parametrize('name,value,msg', [('model', 'edsr_x4', 'is not a fusion network'),

@@ -10,11 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import register_model
+from ..core import CheckpointError
+from . import load_model, register_model
 from .psrt import PSRT
 
 # %% auto #0
-__all__ = ['KA_VARIANTS', 'window_kernels', 'KernelSelfAttention', 'KernelSE', 'KernelAttention', 'PSRTKernelAttention']
+__all__ = ['KA_VARIANTS', 'window_kernels', 'KernelSelfAttention', 'KernelSE', 'KernelAttention', 'PSRTKernelAttention',
+           'load_psrt_backbone']
 
 # %% ../../nbs/14a_kernel_attention.ipynb #2325c616
 def window_kernels(x: Tensor, grid: int = 2, k: int = 3) -> Tensor:
@@ -116,6 +118,12 @@ class KernelAttention(nn.Module):
         y = torch.cat(maps, 1)
         return self.fuse(y) if self.fuse is not None else y
 
+    def zero_output_(self) -> KernelAttention:
+        "Make the branch output exactly zero (its last layer zeroed; the rest keeps its initialisation, so it still learns)."
+        last = self.fuse if self.fuse is not None else self.expand   # without a fusion conv the expansion makes the only kernel
+        nn.init.zeros_(last.weight); nn.init.zeros_(last.bias)
+        return self
+
 # %% ../../nbs/14a_kernel_attention.ipynb #5eac520a
 class PSRTKernelAttention(PSRT):
     "PSRT without shuffles plus a kernel-attention branch beside each pyramid block: `f = pyramid(f) + KA(f)`."
@@ -139,3 +147,22 @@ def _register_ka(v: str):
     register_model(f'psrt_ka{v}')(build)
 
 for _v in KA_VARIANTS: _register_ka(_v)
+
+# %% ../../nbs/14a_kernel_attention.ipynb #480b2be9
+def load_psrt_backbone(net: PSRT, checkpoint, zero_branches: bool = True) -> PSRT:
+    """Load the weights of the PSRT `checkpoint` into `net` (a `PSRT` or `PSRTKernelAttention`): every PSRT parameter from the
+    file, each kernel-attention branch (not in the file) kept and, with `zero_branches`, made to output zero. Returns `net`."""
+    src = load_model(checkpoint)
+    if not isinstance(src, PSRT): raise CheckpointError(f"{checkpoint}: holds {type(src).__name__}, not a PSRT network")
+    theirs, ours = src.state_dict(), net.state_dict()
+    mine = {k for k in ours if not k.startswith('ka.')}
+    extra = sorted(k for k in theirs if k.startswith('ka.') and k in ours)
+    missing, unexpected = sorted(mine - set(theirs)), sorted(set(theirs) - set(ours))
+    bad = [f"{k} {tuple(theirs[k].shape)} vs {tuple(ours[k].shape)}" for k in mine & set(theirs) if theirs[k].shape != ours[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{checkpoint}: does not fit {type(net).__name__}: missing {missing[:4]}, unexpected {unexpected[:4]}, "
+                              f"shapes {bad[:4]} (build the network with the checkpoint's embed_dim, n_bands, n_pyramids)")
+    net.load_state_dict({**ours, **{k: theirs[k] for k in mine | set(extra)}})
+    if zero_branches and not extra:   # a KA checkpoint keeps its trained branches
+        for ka in getattr(net, 'ka', ()): ka.zero_output_()
+    return net
