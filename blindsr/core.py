@@ -144,11 +144,18 @@ def read_image(path, as_rgb: bool = True) -> tuple[torch.Tensor, ImageInfo]:
     return x, info
 
 # %% ../nbs/00_core.ipynb #dbe4561e
+def _umask() -> int:
+    "The process's umask (read by setting it and putting it back: there is no getter)."
+    old = os.umask(0o022); os.umask(old)
+    return old
+
 def atomic_write_bytes(path, data: bytes):
-    "Write `data` to `path` through a temporary file and `os.replace`, so readers never see a partial file."
+    """Write `data` to `path` through a temporary file and `os.replace`, so readers never see a partial file; the file
+    gets the mode a plain `open` would give (0o666 less the umask), not the temporary file's owner-only 0o600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -137,3 +137,20 @@ def test_torchvision_fix_is_a_no_op_when_not_needed(monkeypatch):
     fake = types.ModuleType('torchvision'); fake.ops = object()
     monkeypatch.setitem(sys.modules, 'torchvision', fake)
     assert core.ensure_torchvision_importable() is False
+
+
+def test_atomic_writes_get_the_mode_of_the_umask(tmp_path):
+    "Files written atomically (checkpoints, images, JSON, CSV) are 0644 under umask 022 and 0600 under 077, as open() gives."
+    import os
+    from blindsr.core import atomic_write_bytes, write_image
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / 'a.json', b'{}')
+        write_image(tmp_path / 'b.png', torch.rand(3, 8, 8))
+        assert oct((tmp_path / 'a.json').stat().st_mode & 0o777) == '0o644'
+        assert oct((tmp_path / 'b.png').stat().st_mode & 0o777) == '0o644'
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / 'c.json', b'{}')
+        assert oct((tmp_path / 'c.json').stat().st_mode & 0o777) == '0o600'
+    finally:
+        os.umask(old)
