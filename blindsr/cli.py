@@ -45,6 +45,26 @@ def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -
     return write_image(dst, sr, info)
 
 # %% ../nbs/40_cli.ipynb #e32fb328
+def _tiling_options(p: argparse.ArgumentParser, unit: str):
+    "The tiling, precision and output options `upscale` and `fuse` share (`unit`: 'LR' or 'HR' pixels)."
+    p.add_argument('--tile', type=int, default=None, help=f'{unit} tile size in pixels (default: from --memory-budget)')
+    p.add_argument('--overlap', type=int, default=16, help=f'{unit} pixels by which tiles overlap and are blended (default 16)')
+    p.add_argument('--pad', type=int, default=16, help=f'extra {unit} context pixels per inner tile side, cut off again (default 16)')
+    p.add_argument('--memory-budget', type=float, default=1024, help='MB of activations a tile may use when --tile is not given (default 1024)')
+    p.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help='fp32 (default), bf16 or fp16 (CUDA)')
+    p.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: CUDA if available, else CPU)')
+    p.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress output')
+
+def _tiling_error(args) -> str | None:
+    "What is wrong with the shared tiling options, or None."
+    for name in ('tile', 'overlap', 'pad'):
+        v = getattr(args, name)
+        if v is not None and v < (1 if name == 'tile' else 0): return f"--{name} must be {'>= 1' if name == 'tile' else '>= 0'}, got {v}"
+    if not args.memory_budget > 0: return f"--memory-budget must be > 0 MB, got {args.memory_budget}"
+    if args.tile is not None and args.overlap >= args.tile: return f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})"
+    return None
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='blindsr', description="blindsr: blind super-resolution from the command line.")
     sub = ap.add_subparsers(dest='command', required=True)
@@ -57,15 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                     help='a blindsr checkpoint (model_inference.pt, checkpoints/*.pt), official DASR or PSRT weights, or BasicSR weights')
     up.add_argument('-m', '--model', default=None, help='the architecture the checkpoint must hold, e.g. edsr, rcan, msrresnet, edsr_x4 (default: what the file says)')
     up.add_argument('-s', '--scale', type=int, default=None, help='expected scale; an error if the checkpoint has another')
-    up.add_argument('--tile', type=int, default=None, help='LR tile size in pixels (default: from --memory-budget)')
-    up.add_argument('--overlap', type=int, default=16, help='LR pixels by which tiles overlap and are blended (default 16)')
-    up.add_argument('--pad', type=int, default=16, help='extra LR context pixels per inner tile side, cut off again (default 16)')
-    up.add_argument('--memory-budget', type=float, default=1024, help='MB of activations a tile may use when --tile is not given (default 1024)')
-    up.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help='fp32 (default), bf16 or fp16 (CUDA)')
-    up.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: CUDA if available, else CPU)')
+    _tiling_options(up, 'LR')
     up.add_argument('--channels-last', action='store_true', help='channels-last memory format (faster on some GPUs)')
-    up.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
-    up.add_argument('-q', '--quiet', action='store_true', help='no progress output')
     fu = sub.add_parser('fuse', help='hyperspectral fusion (PSRT and its variants) of large scenes, tile by tile', description=(
         "Fuse an RGB image with a low-resolution hyperspectral image (LR HSI) into the high-resolution HSI, tile by tile. "
         "A scene is an .npz file holding `rgb` (3 bands) and `lrhsi` (or `hsi_up`, already upsampled), each (C, H, W) or "
@@ -77,14 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     fu.add_argument('-o', '--out-dir', required=True, help='folder for the outputs (created)')
     fu.add_argument('-c', '--checkpoint', required=True, help='a fusion checkpoint: official PSRT weights or a blindsr run of train_hisr')
     fu.add_argument('--simulate', action='store_true', help='the inputs are ground-truth cubes: simulate the fusion inputs and score the output')
-    fu.add_argument('--tile', type=int, default=None, help='HR tile size in pixels (default: from --memory-budget)')
-    fu.add_argument('--overlap', type=int, default=16, help='HR pixels by which tiles overlap and are blended (default 16)')
-    fu.add_argument('--pad', type=int, default=16, help='extra HR context pixels per inner tile side (default 16)')
-    fu.add_argument('--memory-budget', type=float, default=1024, help='MB of activations a tile may use when --tile is not given (default 1024)')
-    fu.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help='fp32 (default), bf16 or fp16 (CUDA)')
-    fu.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: CUDA if available, else CPU)')
-    fu.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
-    fu.add_argument('-q', '--quiet', action='store_true', help='no progress output')
+    _tiling_options(fu, 'HR')
     ex = sub.add_parser('experiment', help='run an experiment notebook (papermill), also on several processes under torchrun',
                         description=(
         "Run a parameterised experiment notebook through papermill. Under `torchrun --nproc_per_node N --no-python "
@@ -104,12 +110,7 @@ def main(argv=None) -> int:
     if args.command == 'experiment': return _experiment_command(args)
     if args.command == 'fuse': return _fuse_command(args)
     from blindsr.core import default_device
-    for name in ('tile', 'overlap', 'pad'):
-        v = getattr(args, name)
-        if v is not None and v < (1 if name == 'tile' else 0):
-            print(f"blindsr: error: --{name} must be {'>= 1' if name == 'tile' else '>= 0'}, got {v}", file=sys.stderr); return 2
-    if args.tile is not None and args.overlap >= args.tile:
-        print(f"blindsr: error: --overlap ({args.overlap}) must be smaller than --tile ({args.tile})", file=sys.stderr); return 2
+    if err := _tiling_error(args): print(f"blindsr: error: {err}", file=sys.stderr); return 2
     try:
         device = default_device(args.device)
         net = load_model(args.checkpoint, args.model, args.scale).to(device)
@@ -202,13 +203,7 @@ def fuse_scene(net, name: str, src: Path, out_dir: Path, simulate: bool = False,
 def _fuse_command(args) -> int:
     import json
     from blindsr.core import atomic_write_bytes, default_device
-    for name in ('tile', 'overlap', 'pad'):
-        v = getattr(args, name)
-        if v is not None and v < (1 if name == 'tile' else 0):
-            print(f"blindsr: error: --{name} must be {'>= 1' if name == 'tile' else '>= 0'}, got {v}", file=sys.stderr); return 2
-    if not args.memory_budget > 0: print(f"blindsr: error: --memory-budget must be > 0 MB, got {args.memory_budget}", file=sys.stderr); return 2
-    if args.tile is not None and args.overlap >= args.tile:
-        print(f"blindsr: error: --overlap ({args.overlap}) must be smaller than --tile ({args.tile})", file=sys.stderr); return 2
+    if err := _tiling_error(args): print(f"blindsr: error: {err}", file=sys.stderr); return 2
     try:
         device = default_device(args.device)
         net = load_model(args.checkpoint).to(device)
