@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: install demo representation representation-pool representation-sr ablation ablation-extra pcl hisr tiles test export check-export docs lab bench clean
+.PHONY: install demo figures representation representation-pool representation-sr ablation ablation-extra pcl hisr tiles test export check-export docs check-site lab bench clean
 
 install: $(STAMP)
 
@@ -19,18 +19,29 @@ $(STAMP): setup.py settings.ini constraints.txt
 	touch $(STAMP)
 
 # The main job, run through papermill on embedded data: the degradation gallery, then DASR trained on the embedded
-# photographs and evaluated on Set5/Set14 (../shared/benchmarks) or the embedded validation images. Its figures go
-# to figures/, the run folder to $(RUNS)/train_dasr (running it again continues or re-evaluates that run).
+# photographs and evaluated on Set5/Set14 (they ship with blindsr). Everything it writes goes under $(RUNS)/ (ignored
+# by git): the gallery to $(RUNS)/degradation_gallery, the run folder (figures, TensorBoard events, table) to
+# $(RUNS)/train_dasr; running it again continues or re-evaluates that run. `make figures` refreshes the committed figures.
 demo: install
-	mkdir -p $(RUNS) figures
+	mkdir -p $(RUNS)
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 \
 	    nbs/experiments/degradation_gallery.ipynb $(RUNS)/degradation_gallery.ipynb \
-	    -p out_dir "$(CURDIR)/figures"
+	    -p out_dir "$(CURDIR)/$(RUNS)/degradation_gallery"
 	$(VENV)/bin/papermill --cwd nbs/experiments -k python3 \
 	    nbs/experiments/train_dasr.ipynb $(RUNS)/train_dasr.ipynb \
-	    -p out_dir "$(CURDIR)/$(RUNS)/train_dasr" -p figures_dir "$(CURDIR)/figures" -p progress False
-	@echo "demo: table in $(RUNS)/train_dasr/table.md, figures in figures/, executed notebooks in $(RUNS)/"
+	    -p out_dir "$(CURDIR)/$(RUNS)/train_dasr" -p progress False
+	@echo "demo: table in $(RUNS)/train_dasr/table.md, figures in $(RUNS)/train_dasr/figures and $(RUNS)/degradation_gallery,"
+	@echo "      executed notebooks in $(RUNS)/; curves: $(VENV)/bin/tensorboard --logdir $(RUNS)"
 	@cat $(RUNS)/train_dasr/table.md
+
+# The committed figures of the demo, regenerated: overwrites figures/degradation_{dasr,diverse,kernels}.png and
+# figures/train_dasr_{grid,comparison,representation,loss_curve}.png with those of the demo's run (runs the demo first).
+figures: demo
+	mkdir -p figures
+	@echo "figures: overwriting figures/degradation_*.png and figures/train_dasr_*.png"
+	cp $(RUNS)/degradation_gallery/degradation_*.png figures/
+	cp $(RUNS)/train_dasr/figures/train_dasr_*.png figures/
+	@git status --short -- figures 2>/dev/null || true
 
 # The seed-000 ablation: a shared warm start per seed, then 15 variants of train_dasr (the notes' claims, the batch-size
 # control, the constant floor and the oracle ceiling) x 3 paired seeds, through submitit's local executor, 2 runs at a
@@ -102,9 +113,10 @@ hisr: install
 	    -p out_dir "$(CURDIR)/$(RUNS)/hisr_finetune" -p report_dir "$(CURDIR)/figures" $(if $(CAVE),-p data_dir "$(CAVE)")
 	@cat figures/hisr_finetune.md
 
+# Notebook tests print each notebook as it starts and ends, with its time; pytest lists every skip with its reason.
 test: install
-	$(VENV)/bin/nbdev_test --n_workers 2
-	$(VENV)/bin/pytest -q tests
+	PYTHONUNBUFFERED=1 $(VENV)/bin/nbdev_test --n_workers 2 --do_print --timing
+	$(VENV)/bin/pytest -q -rs tests
 
 # Notebooks are the source: regenerate the package, strip notebook noise, refresh README.md from index.ipynb.
 export: install
@@ -121,8 +133,17 @@ check-export: export
 docs: install
 	$(PY) tools/build_docs.py
 
+# The docs site in a real browser, fast: built without executing the notebooks into $(CHECK_SITE_DIR), then every page
+# opened in headless Chromium (Debian's chromium and chromium-driver) by tools/check_site.py: console errors, broken
+# images, links and anchors fail it; screenshots of the home page and an API page in $(CHECK_SITE_DIR)/site_check/.
+CHECK_SITE_DIR ?= $(or $(TMPDIR),/tmp)/blindsr_check_site
+check-site: install
+	$(PY) tools/build_docs.py --no-exec --out "$(CHECK_SITE_DIR)"
+	$(PY) tools/check_site.py "$(CHECK_SITE_DIR)/site" --screenshots "$(CHECK_SITE_DIR)/site_check"
+
+# JupyterLab on the notebooks (as root, e.g. in a container, with --allow-root, which Jupyter otherwise refuses).
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=nbs
+	$(VENV)/bin/jupyter lab --notebook-dir=nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # Tiled inference: the DASR x4 that `make demo` trains, on Set14's barbara; naive tiles against blended tiles with
 # context, both against the full-image output (15 s once the demo's model exists; the demo runs first if it does not).

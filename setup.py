@@ -36,6 +36,8 @@ setuptools.setup(
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["blindsr", "blindsr.*"]),
     include_package_data=True,
+    # the data that ships with the package (blindsr.core.datasets_dir): Set5/Set14 HR and one CAVE scene, ~10 MB
+    package_data={"blindsr": ["datasets/*/SOURCE.md", "datasets/*/HR/*.png", "datasets/CAVE/*.npy"]},
     install_requires=requirements,
     extras_require={"dev": dev_requirements},
     entry_points={

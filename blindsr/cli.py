@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument('inputs', nargs='+', metavar='INPUT', help='image files, folders (their images) or globs (quote them)')
     up.add_argument('-o', '--out-dir', required=True, help='folder for the outputs (created)')
     up.add_argument('-c', '--checkpoint', required=True,
-                    help='a blindsr checkpoint (model_inference.pt, checkpoints/*.pt), official DASR or PSRT weights, or BasicSR weights')
+                    help='a blindsr checkpoint (model_inference.pt, checkpoints/*.pt), official DASR weights, BasicSR weights, '
+                         'or weights of any architecture spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, HAT, DAT, ...)')
     up.add_argument('-m', '--model', default=None, help='the architecture the checkpoint must hold, e.g. edsr, rcan, msrresnet, edsr_x4 (default: what the file says)')
     up.add_argument('-s', '--scale', type=int, default=None, help='expected scale; an error if the checkpoint has another')
     _tiling_options(up, 'LR')

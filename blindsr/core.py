@@ -23,9 +23,9 @@ __all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'PRECISIONS', 'ensure_torchvi
            'CheckpointError', 'ImageInfo', 'read_image', 'atomic_write_bytes', 'atomic_write_csv', 'write_image',
            'read_checkpoint', 'as_state_dict', 'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr',
            'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'seeded_generator', 'launched_by_torchrun', 'launcher_rank',
-           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'default_cache_dir', 'shared_dir',
-           'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf',
-           'Check', 'Rule', 'check_parameters']
+           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'default_cache_dir', 'datasets_dir',
+           'shared_dir', 'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf',
+           'AnyOf', 'Check', 'Rule', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -357,6 +357,11 @@ def precision_bytes(precision: str) -> int:
 def default_cache_dir() -> Path:
     "Where blindsr caches things: `$BLINDSR_CACHE`, else `~/.cache/blindsr`."
     return Path(os.environ.get('BLINDSR_CACHE') or Path.home() / '.cache' / 'blindsr').expanduser()
+
+def datasets_dir() -> Path:
+    "The data installed with the package: `Set5/HR`, `Set14/HR` and `CAVE/` (each with its `SOURCE.md`)."
+    import importlib.util
+    return Path(importlib.util.find_spec('blindsr').origin).resolve().parent / 'datasets'
 
 def shared_dir() -> Path:
     "The `shared/` folder beside this repository's clone (it exists only in a source checkout)."

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from .core import (IMAGE_FORMATS, ImageFileError, atomic_write_bytes, default_cache_dir, modcrop, read_image,
+from .core import (IMAGE_FORMATS, ImageFileError, atomic_write_bytes, datasets_dir, default_cache_dir, modcrop, read_image,
                           seeded_generator, shared_dir, write_image)
 from .degradations import BicubicDegradation, DASRDegradation, imresize
 from .download import DATASETS, default_data_root
@@ -28,7 +28,7 @@ from .download import DATASETS, default_data_root
 __all__ = ['IMAGE_EXTENSIONS', 'EMBEDDED_SPLIT', 'DASR_ISO_WIDTHS', 'DASR_ANISO_KERNELS', 'DASR_ANISO_NOISES', 'LR_CACHE_VERSION',
            'find_images', 'dihedral', 'HRImageFolder', 'EpochSampler', 'embedded_images', 'embedded_dataset',
            'dasr_setting', 'dasr_test_settings', 'benchmark_lr_seed', 'benchmark_root', 'BenchmarkSet',
-           'benchmark_pairs', 'embedded_benchmark', 'find_benchmarks']
+           'benchmark_pairs', 'embedded_benchmark', 'FoundBenchmarks', 'find_benchmarks']
 
 # %% ../nbs/03_data.ipynb #511fdeb9
 IMAGE_EXTENSIONS = tuple(IMAGE_FORMATS)  # .png .jpg .jpeg .tif .tiff .bmp .webp: what blindsr.core reads
@@ -328,13 +328,14 @@ def benchmark_lr_seed(image: str, setting: dict, seed: int = 0) -> int:
 # %% ../nbs/03_data.ipynb #b9447361
 def benchmark_root(name) -> Path:
     """The HR folder of benchmark `name` ('Set5', 'Set14', 'B100', 'Urban100', ...): `$BLINDSR_BENCHMARKS/<name>/HR`,
-    `../shared/benchmarks/<name>/HR` beside the repository, or the `download` cache. A path is taken as is."""
+    the package's own copy (Set5, Set14), `../shared/benchmarks/<name>/HR` beside the repository, or the `download`
+    cache. A path is taken as is."""
     if isinstance(name, Path) or os.sep in str(name) or '/' in str(name):
         p = Path(name)
         if not p.is_dir(): raise FileNotFoundError(f"{p}: benchmark folder does not exist")
         return p / 'HR' if (p / 'HR').is_dir() else p
     places = ([Path(os.environ['BLINDSR_BENCHMARKS']) / name / 'HR'] if os.environ.get('BLINDSR_BENCHMARKS') else []) + \
-             [shared_dir() / 'benchmarks' / name / 'HR', default_data_root() / name / 'HR']
+             [datasets_dir() / name / 'HR', shared_dir() / 'benchmarks' / name / 'HR', default_data_root() / name / 'HR']
     for p in places:
         if p.is_dir(): return p
     hint = f"; get it with blindsr.download.download({name!r})" if name in DATASETS else ''
@@ -450,17 +451,29 @@ def embedded_benchmark(scale: int) -> BenchmarkSet:
     "The embedded validation photographs as a benchmark set ('EmbeddedVal'): what experiments evaluate on when no benchmark folder is found."
     return BenchmarkSet('EmbeddedVal', scale, images={n: _embedded_uint8(n) for n in EMBEDDED_SPLIT['val']})
 
-def find_benchmarks(sets, scale: int, fallback: bool = True) -> dict:
+class FoundBenchmarks(dict):
+    "`{name: BenchmarkSet}` that also says what was asked for and not found (`missing`) and whether it fell back to 'EmbeddedVal'."
+    def __init__(self, found=(), missing=(), fallback=False):
+        super().__init__(found); self.missing, self.fallback = list(missing), bool(fallback)
+
+    def note(self) -> str:
+        "One sentence for a results table: the sets not found and what was evaluated instead; '' when all were found."
+        if not self.missing: return ''
+        instead = ("evaluated on the embedded validation photographs ('EmbeddedVal') instead" if self.fallback
+                   else f"evaluated on {', '.join(k for k in self)} only" if self else "none was evaluated")
+        return f"**Benchmarks not found: {', '.join(map(str, self.missing))}**; {instead}."
+
+def find_benchmarks(sets, scale: int, fallback: bool = True) -> FoundBenchmarks:
     """`{name: BenchmarkSet}` of `sets`: names or folders (looked up by `benchmark_root`; those not found are reported
-    and skipped), or a dict name -> folder. When none is found and `fallback`, the embedded validation photographs,
-    so that an evaluation always runs, and says on what."""
+    and skipped, and listed in the result's `missing`), or a dict name -> folder. When none is found and `fallback`,
+    the embedded validation photographs, so that an evaluation always runs; the result's `note()` says so for a table."""
     items = list(sets.items()) if isinstance(sets, Mapping) else [(None, s) for s in sets]
-    found = {}
+    found, missing = {}, []
     for name, where in items:
         try: b = BenchmarkSet(where, scale)
-        except FileNotFoundError as e: print(f"benchmark {name or where!r} skipped: {e}"); continue
+        except FileNotFoundError as e: print(f"benchmark {name or where!r} skipped: {e}"); missing.append(name or where); continue
         found[name or b.name] = b
     if not found and fallback:
         print(f"no benchmark of {[n or w for n, w in items]} found: evaluating on the embedded validation photographs ('EmbeddedVal')")
-        found['EmbeddedVal'] = embedded_benchmark(scale)
-    return found
+        return FoundBenchmarks({'EmbeddedVal': embedded_benchmark(scale)}, missing, fallback=True)
+    return FoundBenchmarks(found, missing)

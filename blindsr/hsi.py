@@ -20,8 +20,8 @@ from .download import DownloadError, default_data_root, extract_archive, fetch, 
 # %% auto #0
 __all__ = ['CAVE_WAVELENGTHS', 'CAVE_SCENES', 'CAVE_URL', 'CAVE_TEST_SCENES', 'HSI_CONVENTIONS', 'nikon_d700_srf',
            'matlab_gaussian_kernel', 'simulate_fusion_inputs', 'upsample_lrhsi', 'read_cave_scene', 'find_cave_scenes',
-           'load_udl_h5', 'download_cave', 'FusionPatches', 'fusion_pairs', 'SplitLeakError', 'check_split',
-           'cave_split', 'region_split', 'region_data', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
+           'load_udl_h5', 'example_cave_scene', 'download_cave', 'FusionPatches', 'fusion_pairs', 'SplitLeakError',
+           'check_split', 'cave_split', 'region_split', 'region_data', 'ssim_udl', 'sam', 'ergas', 'hsi_metrics']
 
 # %% ../nbs/34_hsi.ipynb #912b4901
 _NIKON_D700_COUNTS = (
@@ -139,6 +139,15 @@ def load_udl_h5(path) -> dict[str, Tensor]:
         missing = [k for k in ('GT', 'HSI_up', 'RGB') if k not in f]
         if missing: raise KeyError(f"{path}: no dataset {missing} (has {sorted(f)}); expected UDL's GT, HSI_up, LRHSI, RGB")
         return {k: torch.from_numpy(np.asarray(f[k], dtype=np.float32)) for k in ('GT', 'HSI_up', 'LRHSI', 'RGB') if k in f}
+
+# %% ../nbs/34_hsi.ipynb #8db9338a
+from .core import datasets_dir
+
+def example_cave_scene() -> Path:
+    "The CAVE scene that ships with the package (balloons, uint16 (256, 256, 31) `.npy`): a path for `read_cave_scene`."
+    p = datasets_dir() / 'CAVE' / 'balloons_ms.npy'
+    if not p.is_file(): raise FileNotFoundError(f"{p}: the packaged CAVE scene is missing (a broken installation of blindsr)")
+    return p
 
 # %% ../nbs/34_hsi.ipynb #b80dea46
 def download_cave(root=None, url: str = CAVE_URL, min_scenes: int = 31, retries: int = 3, timeout: float = 60.0,

@@ -105,9 +105,13 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
     from tqdm.auto import tqdm
     bar = tqdm(total=len(ys) * len(xs), desc='tiles', disable=not progress, leave=False)
     th, tw = min(tile, H), min(tile, W)
+    # window-attention networks (SwinIR, HAT, ...: `tile_align` > 1) partition a crop into windows from its corner; crops
+    # that start on the whole image's window grid give the interior the windows of the untiled forward pass
+    m = max(1, int(getattr(model, 'tile_align', 1) or 1))
     for i, y in enumerate(ys):
         for j, x0 in enumerate(xs):
-            y0, y1, x00, x1 = max(0, y - pad), min(H, y + th + pad), max(0, x0 - pad), min(W, x0 + tw + pad)
+            y0, y1 = max(0, y - pad) // m * m, min(H, -(-(y + th + pad) // m) * m)
+            x00, x1 = max(0, x0 - pad) // m * m, min(W, -(-(x0 + tw + pad) // m) * m)
             sr = run(x[..., y0:y1, x00:x1])
             if s is None: s = sr.shape[-1] // (x1 - x00)
             if out is None:

@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = _knob(0, Int(0))
     device: str | None = _knob(None, Text(optional=True))   # None: blindsr.core.default_device()
     progress: bool = _knob(True, Flag())               # tqdm progress bars
+    tensorboard: bool = _knob(True, Flag())            # also log to TensorBoard event files in out_dir/tensorboard
 
     @classmethod
     def params(cls, *names) -> dict:
@@ -158,7 +159,7 @@ class Trainer:
     "The training loop of any `blindsr.methods.Method`; see the text above for what it does and writes."
     def __init__(self, method: Method, train_data: Dataset, cfg: TrainConfig, out_dir, val_pairs: Iterable | None = None,
                  val_metric: Callable | None = None, val_higher_is_better: bool = True, log_every: int = 10,
-                 callbacks: Iterable[Callable] = ()):
+                 callbacks: Iterable[Callable] = (), probe: Callable | None = None, val_images: int = 3):
         self.cfg, self.method, self.out_dir = cfg.check(), method, Path(out_dir)
         self.model_spec = getattr(method.model, 'model_spec', None)
         if self.model_spec is None: raise ValueError("Trainer: the method's model was not built by blindsr.models.create_model "
@@ -191,6 +192,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.step, self.best_score, self.best_epoch = 0, -self.val_sign * math.inf, None
         self.log_every, self.callbacks = log_every, list(callbacks)
+        self.probe, self.val_images = probe, val_images   # TensorBoard: representation of probe images, validation crops
         self.log_fields = tuple(dict.fromkeys((*LOG_FIELDS, *method.log_fields, 'val_psnr', 'seconds')))
 
     @property
@@ -282,6 +284,7 @@ def resume(self: Trainer, path) -> Trainer:
     self.step, self.best_score, self.best_epoch = s['step'], s['best_score'], s.get('best_epoch')
     _set_rng_state(s['rng'])
     if self.is_main: self._truncate_log(self.step)
+    if getattr(self, '_tb_writer', None) is not None: self._tb_writer.close(); self._tb_writer = None   # reopened at this step
     return self
 
 @patch
@@ -309,6 +312,7 @@ def _log(self: Trainer, row: dict):
         w = csv.DictWriter(f, self.log_fields, extrasaction='ignore')
         if new: w.writeheader()
         w.writerow({k: row.get(k, '') for k in self.log_fields})
+    self._tb_scalars(row)
 
 @patch
 def _truncate_log(self: Trainer, step: int):
@@ -316,6 +320,63 @@ def _truncate_log(self: Trainer, step: int):
     if not self.log_path.exists(): return
     with open(self.log_path, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= step]
     atomic_write_csv(self.log_path, self.log_fields, rows)
+
+# %% ../nbs/30_train.ipynb #a4c6471f
+@patch(as_prop=True)
+def tensorboard_dir(self: Trainer) -> Path: return self.out_dir / 'tensorboard'
+
+@patch
+def _tb(self: Trainer):
+    "The run's TensorBoard writer on rank 0 (None when `cfg.tensorboard` is off), opened at first use."
+    if not (self.cfg.tensorboard and self.is_main): return None
+    if getattr(self, '_tb_writer', None) is None:
+        from torch.utils.tensorboard import SummaryWriter
+        # purge_step: a restart from the checkpoint of step s drops the events written after s by the run that died
+        self._tb_writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.step + 1, flush_secs=30)
+    return self._tb_writer
+
+@patch
+def _tb_scalars(self: Trainer, row: dict):
+    "A log row as scalars: `train/<column>`, or `val/<metric>` for a validation row."
+    tb = self._tb()
+    if tb is None: return
+    val = row.get('phase') == 'val'
+    for k, v in row.items():
+        if k in ('step', 'epoch', 'phase', 'seconds') or isinstance(v, bool) or not isinstance(v, (int, float)): continue
+        tb.add_scalar(f"val/{k.removeprefix('val_')}" if val else f"train/{k}", float(v), row['step'])
+
+# %% ../nbs/30_train.ipynb #c5d163b7
+def _val_panel(model: nn.Module, target: Tensor, lr: Tensor, size: int, precision: str, device) -> Tensor:
+    "(C, s*size, 3*s*size) in [0, 1]: the LR centre crop enlarged (nearest), the model's output and the target, side by side."
+    from blindsr.core import autocast
+    s = target.shape[-1] // lr.shape[-1]
+    h, w = min(size, lr.shape[-2]), min(size, lr.shape[-1])
+    y, x = (lr.shape[-2] - h) // 2, (lr.shape[-1] - w) // 2
+    crop = lr[:, y:y + h, x:x + w]
+    with torch.no_grad(), autocast(precision, device): out = model(crop[None].to(device)).float().cpu()[0]
+    hr = target[:, s * y:s * (y + h), s * x:s * (x + w)]
+    big = torch.nn.functional.interpolate(crop[None].float(), scale_factor=s, mode='nearest')[0]
+    return torch.cat([big, out.clamp(0, 1), hr.float()], -1)
+
+@patch
+def _tb_validation(self: Trainer, size: int = 48):
+    "Validation crops and the probe's representation, at the current step."
+    tb = self._tb()
+    if tb is None: return
+    model = self.inference_model()
+    for name, target, inp in self.val_pairs[:self.val_images]:
+        if isinstance(inp, (list, tuple)) or target.dim() != 3 or target.shape[0] not in (1, 3): continue
+        tb.add_image(f'val/{name}', _val_panel(model, target, inp, size, self.cfg.precision, self.device), self.step)
+    if self.probe is not None:
+        out = self.probe(model)
+        feats, labels, thumbs = (*out, None)[:3]
+        feats = torch.as_tensor(np.asarray(feats), dtype=torch.float32)
+        keys = [k for k, v in labels.items() if len(v) == len(feats)]
+        meta = [[str(labels[k][i]) for k in keys] for i in range(len(feats))]
+        tb.add_embedding(feats, metadata=meta if len(keys) > 1 else [m[0] for m in meta],
+                         metadata_header=keys if len(keys) > 1 else None, label_img=thumbs, global_step=self.step,
+                         tag='representation')
+    tb.flush()
 
 # %% ../nbs/30_train.ipynb #c537fa77
 @patch
@@ -330,6 +391,7 @@ def fit(self: Trainer) -> dict:
     "Train until `epochs_encoder + epochs_joint` epochs are done (continuing from `self.step` after `resume`)."
     from tqdm.auto import tqdm
     self.out_dir.mkdir(parents=True, exist_ok=True)
+    self._tb()   # opened before the first step: it purges what a run that died wrote past the step it resumes from
     t0, running = time.time(), None
     while self.step < self.total_steps:
         epoch, start = self.epoch, self.step % self.steps_per_epoch
@@ -350,12 +412,15 @@ def fit(self: Trainer) -> dict:
             if score is not None:
                 self._log({'step': self.step, 'epoch': epoch + 1, 'phase': 'val', 'val_psnr': round(score, 4),
                            'seconds': round(time.time() - t0, 2)})
+                self._tb_validation()
                 if self.val_sign * score > self.val_sign * self.best_score:
                     self.best_score, self.best_epoch = score, epoch + 1
                     self.save('best')
         self.save('last')
         if self.is_main: plot_training_log(self.log_path, self.out_dir / 'loss_curve.png')
+        if self._tb() is not None: self._tb().flush()   # the events of every finished epoch are on disk
     self.export_inference()
+    if getattr(self, '_tb_writer', None) is not None: self._tb_writer.close(); self._tb_writer = None
     ddp.barrier()   # under DDP every rank returns once rank 0 has written the run
     return {'steps': self.step, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'seconds': time.time() - t0}
 

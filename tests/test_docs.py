@@ -122,3 +122,38 @@ def test_no_external_scripts_or_styles(site):
                     continue
                 bad.append(f'{f.relative_to(site)}: {tag[:120]}')
     assert not bad, '\n'.join(bad)
+
+
+def _browser_missing():
+    "Why the browser check cannot run here ('' when it can): Debian's chromium and chromedriver, and selenium."
+    import importlib.util
+    import os
+    missing = [p for p in ('/usr/bin/chromium', '/usr/bin/chromedriver') if not os.access(p, os.X_OK)]
+    if missing: return f"no {', '.join(missing)}: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+    if importlib.util.find_spec('selenium') is None: return 'selenium is not installed (a dev requirement: pip install "selenium>=4.10")'
+    return ''
+
+
+def test_the_site_in_a_browser(site, tmp_path):
+    "tools/check_site.py: every page opened in headless Chromium, no console error, broken image, link or anchor."
+    import os
+    import numpy as np
+    from PIL import Image
+    why = _browser_missing()
+    if why:
+        if os.environ.get('CI'): pytest.fail(f'CI must run the browser check of the site: {why}')
+        pytest.skip(why)
+    shots = tmp_path / 'shots'
+    p = subprocess.run([sys.executable, str(ROOT / 'tools' / 'check_site.py'), str(site / 'site'), '--screenshots', str(shots), '-q'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=840)
+    assert p.returncode == 0, f'the site fails in the browser (exit {p.returncode}):\n{p.stdout[-8000:]}\n{p.stderr[-4000:]}'
+    for name in ('home.png', 'api.png'):
+        f = shots / name
+        assert f.is_file(), f'no screenshot {f}:\n{p.stdout[-2000:]}'
+        assert f.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', f'{name} is not a PNG'
+        assert f.stat().st_size > 20_000, f'{name}: {f.stat().st_size} bytes, an empty page?'
+        with Image.open(f) as im:
+            assert im.size == (1280, 900), f'{name}: {im.size}, not the 1280x900 window'
+            px = np.asarray(im.convert('L'), dtype=np.float32)
+        assert px.std() > 10, f'{name}: nearly a single colour (pixel std {px.std():.1f}): nothing rendered?'
+        assert len(np.unique(px)) > 32, f'{name}: {len(np.unique(px))} grey levels, no text or figures?'

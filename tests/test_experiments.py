@@ -83,6 +83,16 @@ def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
     for name in ('grid', 'representation', 'comparison', 'loss_curve'):
         assert (run / 'figures' / f'train_dasr_{name}.png').stat().st_size > 5_000
         assert (figs / f'train_dasr_{name}.png').exists()
+    # the TensorBoard events of the run, read with TensorBoard's own reader: the log's numbers, crops, the projector
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ev = EventAccumulator(str(run / 'tensorboard')); ev.Reload()
+    from blindsr.train import read_training_log
+    log = read_training_log(run / 'log.csv')
+    assert [e.step for e in ev.Scalars('train/loss')] == [s for s, ph in zip(log['step'], log['phase']) if ph != 'val']
+    assert [round(e.value, 3) for e in ev.Scalars('val/psnr')] == [round(v, 3) for v, ph in zip(log['val_psnr'], log['phase']) if ph == 'val']
+    assert len(ev.Tags()['images']) == 3                                       # three validation crops
+    meta = next((run / 'tensorboard').glob('*/representation*/metadata.tsv')).read_text().splitlines()
+    assert {'image_name', 'sigma', 'noise'} <= set(meta[0].split('\t')) and len(meta) > 8
 
     # running it again continues the finished run (no training) and refuses changed parameters
     run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, **TINY_DASR)
@@ -98,8 +108,12 @@ def test_train_dasr_validates_on_its_own_photographs_and_selects_on_them(tmp_pat
     sets); select='best_val' evaluates the EMA checkpoint of the best validation epoch; rep_norm reaches the model."""
     run = tmp_path / 'run'
     params = {**TINY_DASR, 'epochs_encoder': 0, 'epochs_joint': 3, 'select': 'best_val', 'rep_norm': True, 'analysis_sigmas': [0.0, 3.6]}
-    out = run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs={'Set5': str(benchmarks_dir / 'Set5' / 'HR')}, **params)
+    params['benchmark_sets'] = ['Set5', 'NoSuchSet']   # Set5 ships with blindsr; a set not found is named in the table
+    out = run_experiment('train_dasr', tmp_path, out_dir=str(run), **params)
     text = out.read_text()
+    table = (run / 'table.md').read_text()
+    assert '**Benchmarks not found: NoSuchSet**; evaluated on Set5 only.' in table and 'Set5 σ=0' in table
+    assert json.loads((run / 'metrics.json').read_text())['benchmarks_missing'] == ['NoSuchSet']
     assert 'validation: 2 embedded photographs x widths [0.0, 1.2, 2.4, 3.6]' in text
     from blindsr.train import read_training_log
     log = read_training_log(run / 'log.csv')

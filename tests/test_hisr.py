@@ -159,6 +159,17 @@ def test_hisr_finetune_report_on_a_tiny_grid(tmp_path, golden_dir):
     assert len(runs) == 4
 
 
+def test_hisr_finetune_without_the_official_weights_says_so(tmp_path):
+    "init='random' (what a machine without the official weights gets): the report says in bold that it is not fine-tuning."
+    budget = dict(steps=1, steps_per_epoch=1, batch_size=2, patch_size=32, lr=1e-4, weight_decay=1e-4, grad_clip=10.0,
+                  val_metric='psnr', precision='fp32', progress=False)
+    run_experiment('hisr_finetune', tmp_path, variants={'psrt': {'model': 'psrt'}}, init='random',
+                   seeds=[0, 1], comparisons=[['psrt', 'official']], budget=budget, out_dir=str(tmp_path / 'grid'))
+    md = (tmp_path / 'grid' / 'hisr_finetune.md').read_text()
+    assert '**With init=random: every variant started from random weights.' in md and 'from random weights (AdamW' in md
+    assert '| random weights (step 0 of psrt): untrained floor' in md and 'official PSRT weights' not in md
+
+
 @pytest.mark.parametrize('name,value,msg', [('model', 'edsr_x4', 'is not a fusion network'),
                                             ('val_metric', 'ssim', "must be 'psnr', 'sam' or 'ergas'"),
                                             ('patch_size', 36, 'must be a multiple of 8')])

@@ -11,20 +11,23 @@ Steps (all output under the repository root unless --out is given):
    processors (``nbdev.processors.FilterDefaults``, what ``nbdev_proc_nbs`` applies) render ``show_doc``
    for exported functions and classes, hide ``#| hide`` / ``#| export`` sources and write the frontmatter.
    Any exported public function or class still without an API entry gets one from ``show_doc`` on the
-   imported object. ``--no-exec`` skips execution (pages then show only the outputs stored in the notebooks);
+   imported object. ``--no-exec`` skips execution (pages then show only the outputs stored in the notebooks; a test
+   cell that nbdev runs for its imports but that needs earlier cells falls back to its import statements, with a WARNING);
    ``--skip-exec 'experiments/*'`` skips it for the matching notebooks only (the test suite does so: its
    papermill tests run the experiments end to end already).
 2. ``_docs/``: each processed notebook becomes one Markdown page named by its nbdev ``output-file``
    (``02_metrics.ipynb`` -> ``metrics.md``, ``experiments/x.ipynb`` -> ``experiments/x.md``); figures are
    written beside the page, TeX is rendered to SVG with matplotlib's mathtext (no MathJax), and links that
-   nbdev points at the doc host become relative links between pages.
+   nbdev points at the doc host become relative links between pages (an ``#anchor`` no heading has is pointed at
+   mkdocs' id for it: ``#trainer.fit`` -> ``#trainerfit``, a method without an entry -> its class). Images the readme
+   notebook gives relative to the repository root (``figures/x.png``, right for README.md) are found there too.
 3. ``mkdocs.yml``: generated (not meant to be edited): material theme with ``font: false``, no external
    JS/CSS (search works when the site is served, e.g. ``python -m http.server -d site``), ``use_directory_urls: false``; nav = index, library notebooks, then each
    sub-folder (``experiments/``) as a section, in notebook order.
 4. ``site/``: ``mkdocs build``.
 
 ``--readme`` also writes README.md from ``nbs/index.ipynb`` (what ``nbdev_readme`` does with Quarto):
-processed, not executed, math left as ``$...$`` for GitHub, links to the doc host kept; ``--readme-only`` does
+processed, not executed, math left as ``$...$`` for GitHub, links to the doc host pointed at the notebooks in ``nbs/``; ``--readme-only`` does
 just that (a few seconds). Papermill-style notebooks (a cell tagged ``parameters``) get their output-folder
 parameters (``out_dir``, ``fig_dir``, ...) pointed at a temporary folder while the docs execute them, and long
 experiments run with the small parameters given for them in ``docs_params.json`` beside the notebook.
@@ -134,6 +137,37 @@ def _warn_title_cell(nb, src):
         return
 
 
+def _unexecuted_procs(src: Path):
+    """nbdev's processors for a notebook that is not executed, with a lenient `exec_show_docs`.
+
+    nbdev renders show_doc by running, in a fresh shell, the export cells, the show_doc cells and every cell that
+    contains an import. A test cell that mixes imports with code needing earlier (unexecuted) cells then fails the
+    whole page (NameError). Here such a cell falls back to its import statements alone (each one; failures ignored,
+    with a WARNING) and keeps the outputs stored in the notebook; export and show_doc cells must still run."""
+    import ast
+    from nbdev.processors import FilterDefaults, exec_show_docs, _do_eval
+    class lenient_show_docs(exec_show_docs):
+        def __call__(self, cell):
+            if not getattr(self.nb, 'has_docs_', False) or not hasattr(self, 'k') or not _do_eval(cell): return
+            if cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or re.search(r'^\s*show_doc', cell.source, re.M):
+                return super().__call__(cell)
+            outs = cell.get('outputs')
+            self.k.cell(cell)
+            if not self.k.exc: return
+            err = f'{type(self.k.exc).__name__}: {self.k.exc}'
+            if outs is not None: cell['outputs'] = outs
+            code = '\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith(('%', '!', '#|')))
+            try: imps = [ast.get_source_segment(code, n) for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            except SyntaxError: imps = []
+            for imp in imps:
+                self.k.run(imp)
+            self.k.exc = None
+            print(f'WARNING {src.name}: cell {cell.idx_} failed unexecuted ({err[:120]}); ran its imports only', file=sys.stderr)
+    class procs(FilterDefaults):
+        def base_procs(self): return [lenient_show_docs if p is exec_show_docs else p for p in super().base_procs()]
+    return procs
+
+
 def process_one(src: Path, dst: Path, execute: bool, timeout: int | None) -> None:
     "Execute (optionally) and nbdev-process notebook `src`, writing the result to `dst`. Raises on errors."
     from execnb.nbio import read_nb, write_nb, mk_cell
@@ -168,7 +202,7 @@ def process_one(src: Path, dst: Path, execute: bool, timeout: int | None) -> Non
                 raise SystemExit(f'error while executing {src}')
             finally: shutil.rmtree(tmp, ignore_errors=True)
         shell = k
-    if shell is None: procs = FilterDefaults()
+    if shell is None: procs = _unexecuted_procs(src)()
     else:
         # The notebook ran in `shell`: render show_doc there instead of nbdev's exec_show_docs, which re-runs the
         # export and import cells in a fresh shell (and so fails on cells that mix imports with other code).
@@ -215,6 +249,50 @@ def _fence(text: str, lang: str = '') -> str:
 
 
 def _src(x) -> str: return ''.join(x) if isinstance(x, list) else (x or '')
+
+
+def _slug(fragment: str) -> str:
+    "A URL fragment as the id mkdocs' toc extension gives the heading of that text."
+    from urllib.parse import unquote
+    from markdown.extensions.toc import slugify
+    return slugify(unquote(fragment), '-')
+
+
+def _heading_ids(md: str) -> set:
+    "The ids mkdocs gives the headings of Markdown page `md` (first occurrences), plus explicit `{#id}` / `id=\"...\"`."
+    md = re.sub(r'^(`{3,}|~{3,}).*?^\1[ \t]*$', '', md, flags=re.M | re.S)   # no headings in fenced code
+    ids = set(re.findall(r'\{#([\w.:-]+)', md)) | set(re.findall(r'\bid="([^"]+)"', md))
+    for h in re.findall(r'^#{1,6}[ \t]+(.+?)[ \t#]*$', md, re.M):
+        h = re.sub(r'\{[^}]*\}\s*$', '', h)
+        h = re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', re.sub(r'<[^>]+>', '', h)).replace('`', '').replace('*', '')
+        ids.add(_slug(h))
+    return ids
+
+
+def fix_anchors(docs: Path) -> int:
+    """Links between pages whose `#anchor` no heading has get the heading they mean: nbdev's anchors keep the dot of
+    `Class.method` (`train.md#trainer.fit`) where mkdocs' ids do not (`trainerfit`), and nbdev links methods that have
+    no entry of their own (`#trainconfig.params`), which then point at their class (`#trainconfig`). Links whose
+    anchor exists, or for which neither exists, are left as they are. Returns the number of links changed."""
+    mds = {p.relative_to(docs).as_posix(): p for p in docs.rglob('*.md')}
+    heads = {k: _heading_ids(p.read_text(encoding='utf-8')) for k, p in mds.items()}
+    rx = re.compile(r'\]\(((?:[\w.-]+/)*[\w.-]+\.md)?#([^)\s]+)\)')
+    changed = 0
+    for k, p in mds.items():
+        text = p.read_text(encoding='utf-8')
+        def fix(m):
+            nonlocal changed
+            target = os.path.normpath(os.path.join(os.path.dirname(k), m.group(1))).replace(os.sep, '/') if m.group(1) else k
+            ids, frag = heads.get(target), m.group(2)
+            if ids is None or frag in ids: return m.group(0)
+            for cand in (_slug(frag), _slug(frag.rsplit('.', 1)[0]) if '.' in frag else None):
+                if cand and cand in ids:
+                    changed += 1
+                    return f"]({m.group(1) or ''}#{cand})"
+            return m.group(0)
+        new = rx.sub(fix, text)
+        if new != text: p.write_text(new, encoding='utf-8')
+    return changed
 
 
 def _cell_opts(source: str):
@@ -310,6 +388,10 @@ class PageWriter:
             alt, url = m.group(1), m.group(2)
             if re.match(r'^[a-z]+:|^/|^#', url): return m.group(0)
             p = (nb_dir / url.split('#')[0]).resolve()
+            if not p.is_file() and page.as_posix() in ('index.md', 'README.md'):
+                # the readme notebook's paths may be relative to the repository root, where README.md lives
+                q = (ROOT / url.split('#')[0]).resolve()
+                if q.is_file(): p = q
             if not p.is_file(): return m.group(0)
             if self.readme_root is not None:   # README: point at the file in the repository
                 return f'![{alt}]({os.path.relpath(p, self.readme_root)})'
@@ -323,9 +405,21 @@ class PageWriter:
         if self.re_host is not None and self.offline:
             text = self.re_private.sub(r'\1', text)
             text = self.re_host.sub(lambda m: self._rel(page, self._page_for(m.group(1))), text)
+        if self.re_host is not None and self.readme_root is not None:
+            # README: the doc host is not a site anyone can open; point at the notebook in the repository instead
+            text = self.re_private.sub(r'\1', text)
+            text = self.re_host.sub(lambda m: self._notebook_for(m.group(1)), text)
         if not self.offline:   # GitHub shows pandoc link attributes literally
             text = re.sub(r'(\]\([^)\s]+\))\{[^}\n]*\}', r'\1', text)
         return text
+
+    def _notebook_for(self, target: str) -> str:
+        "Doc-host page name (e.g. `train`, `experiments/x`) -> the notebook's path relative to the repository root."
+        if not hasattr(self, '_nb_pages'):
+            nbs = ROOT / 'nbs'
+            self._nb_pages = {_output_file(p, p.relative_to(nbs)).with_suffix('').as_posix(): p.relative_to(ROOT).as_posix()
+                              for p in sorted(nbs.rglob('*.ipynb')) if not any(q.startswith(('_', '.')) for q in p.relative_to(nbs).parts)}
+        return self._nb_pages.get(target, f'nbs/{target}.ipynb')
 
     def _page_for(self, target: str) -> str:
         "Doc-host page name (e.g. `core`, `experiments/x`) -> our .md path."
@@ -586,6 +680,8 @@ def build(out: Path = ROOT, execute: bool = True, jobs: int | None = None, timeo
     if not (docs / 'index.md').exists():   # no nbs/index.ipynb yet: a minimal home page
         (docs / 'index.md').write_text(f"# {cfg.get('title', cfg.lib_name)}\n\n> {cfg.get('description', '')}\n")
         nav.insert(0, ('Home', 'index.md'))
+    n_fixed = fix_anchors(docs)
+    if n_fixed: log(f'[docs] {n_fixed} links pointed at the mkdocs id of their #anchor (nbdev writes `#class.method`)')
     (docs / 'stylesheets').mkdir(exist_ok=True)
     (docs / 'stylesheets' / 'extra.css').write_text(_EXTRA_CSS)
     yml = out / 'mkdocs.yml'

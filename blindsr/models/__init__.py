@@ -25,7 +25,8 @@ __all__ = ['INFERENCE_FORMAT', 'CHECKPOINT_FORMAT', 'EARLIER_FORMATS', 'register
 
 # %% ../../nbs/09_models.ipynb #7b8e663f
 _ARCH_MODULES = ['blindsr.models.encoders', 'blindsr.models.dasr', 'blindsr.models.classic',
-                 'blindsr.models.psrt', 'blindsr.models.kernel_attention', 'blindsr.models.discriminators']  # imported on first use
+                 'blindsr.models.psrt', 'blindsr.models.kernel_attention', 'blindsr.models.discriminators',
+                 'blindsr.models.spandrel']  # imported on first use
 _REGISTRY: dict[str, Callable] = {}
 _arch_state = {'imported': False, 'importing': False}
 
@@ -82,30 +83,55 @@ class WeightFormat:
     """A kind of checkpoint file: `detect(obj)` whether a loaded file is of this kind; `architecture(obj, path, name,
     **kwargs)` the registered name and keyword arguments its weights fit (`name` and `kwargs` the caller's wishes,
     checked against the file); `state_dict(obj, path)` its weights under blindsr's names; `what(name, kwargs)` names
-    the network in errors."""
+    the network in errors. Optional: `build(obj, path, name, **kwargs)` the network with its weights, for a format
+    whose network is made from the weights; `catch_all()` marks a format asked after every other one and says what it
+    tried (', nor ...' in the error when no format reads a file)."""
     name: str
     detect: Callable
     architecture: Callable
     state_dict: Callable
     what: Callable = lambda name, kwargs: f"{name} {kwargs}"
+    build: Callable | None = None
+    catch_all: Callable | None = None
 
 _FORMATS: dict[str, WeightFormat] = {}
 
 def register_weight_format(fmt: WeightFormat) -> WeightFormat:
-    "Make `load_model` and `create_model(checkpoint=...)` read `fmt` (formats registered earlier are asked first)."
+    "Make `load_model` and `create_model(checkpoint=...)` read `fmt` (formats registered earlier are asked first, catch-alls last)."
     _FORMATS[fmt.name] = fmt
     return fmt
 
-def weight_format(obj, path, name: str | None = None) -> WeightFormat:
-    "The registered format of a loaded checkpoint `obj` (read from `path`), or the format `name` if `obj` is of it."
+# %% ../../nbs/09_models.ipynb #2f38ce31
+def _recognising(obj, name: str | None = None):
+    "The registered formats that recognise `obj`, lazily, in the order they are asked (only the format `name`, if given)."
     _import_architectures()
     if name is not None and name not in _FORMATS: raise ValueError(f"weight_format: unknown format {name!r}; known: {', '.join(_FORMATS)}")
-    for fmt in ([_FORMATS[name]] if name else _FORMATS.values()):
-        if fmt.detect(obj): return fmt
+    order = [_FORMATS[name]] if name else sorted(_FORMATS.values(), key=lambda f: f.catch_all is not None)
+    return (f for f in order if f.detect(obj))
+
+def weight_format(obj, path, name: str | None = None) -> WeightFormat:
+    "The registered format of a loaded checkpoint `obj` (read from `path`), or the format `name` if `obj` is of it."
+    fmt = next(_recognising(obj, name), None)
+    if fmt is not None: return fmt
     if name: _FORMATS[name].state_dict(obj, path)   # the format's own account of what is wrong, if it has one
-    what = f"a checkpoint of the {name!r} format" if name else f"a checkpoint of a format blindsr reads ({', '.join(_FORMATS)})"
+    if name: what = f"a checkpoint of the {name!r} format"
+    else:
+        own = ', '.join(f.name for f in _FORMATS.values() if f.catch_all is None)
+        what = f"a checkpoint of a format blindsr reads ({own})" + ''.join(f", nor {f.catch_all()}" for f in _FORMATS.values() if f.catch_all)
     keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(f"{path}: not {what}; it holds {keys}")
+
+def _first_that_works(attempt: Callable, obj, path, name: str | None = None):
+    "`(fmt, attempt(fmt))` for the first format recognising `obj` whose attempt raises no ValueError (CheckpointError included)."
+    weight_format(obj, path, name)   # no format recognises it: the error says what was tried
+    failed = []
+    for fmt in _recognising(obj, name):
+        try: return fmt, attempt(fmt)
+        except ValueError as e: failed.append((fmt, e))
+    if len(failed) == 1: raise failed[0][1]
+    first = failed[0][1]
+    msg = '; '.join([str(first)] + [f"as {f.name} weights: {str(e).removeprefix(f'{path}: ')}" for f, e in failed[1:]])
+    raise (CheckpointError if isinstance(first, CheckpointError) else ValueError)(msg) from None
 
 # %% ../../nbs/09_models.ipynb #9a8d7189
 def fit_state_dict(model: nn.Module, sd: dict, path, what: str) -> nn.Module:
@@ -121,9 +147,10 @@ def fit_state_dict(model: nn.Module, sd: dict, path, what: str) -> nn.Module:
     return model
 
 def load_weights(model: nn.Module, obj, path, fmt: WeightFormat | None = None) -> nn.Module:
-    "Load the weights of checkpoint `obj` (read from `path`; of format `fmt`, default: told from `obj`) into a registry-built `model`."
-    fmt = fmt or weight_format(obj, path)
-    return fit_state_dict(model, fmt.state_dict(obj, path), path, fmt.what(model.model_spec['name'], model.model_spec['kwargs']))
+    """Load the weights of checkpoint `obj` (read from `path`; of format `fmt`, default: the first format recognising
+    `obj` whose weights fit) into a registry-built `model`."""
+    def fit(f): return fit_state_dict(model, f.state_dict(obj, path), path, f.what(model.model_spec['name'], model.model_spec['kwargs']))
+    return fit(fmt) if fmt is not None else _first_that_works(fit, obj, path)[1]
 
 # %% ../../nbs/09_models.ipynb #2673426c
 def rename_state_dict(sd: dict, rename: Callable, path, what: str, skip: tuple = ()) -> dict:
@@ -140,28 +167,38 @@ def rename_state_dict(sd: dict, rename: Callable, path, what: str, skip: tuple =
 def load_model(path, model: str | None = None, scale: int | None = None, device=None, verbose: bool = False,
                format: str | None = None, **kwargs) -> nn.Module:
     """The network in checkpoint `path` (blindsr training or inference file, official DASR or PSRT weights, BasicSR
-    weights), built through the registry, in eval mode on `device`. `model`: the registered architecture (needed only
-    where the file does not say); `scale`: the scale it must have; `format`: accept only that format."""
+    weights, or an architecture spandrel recognises), built through the registry, in eval mode on `device`. `model`:
+    the registered architecture (needed only where the file does not say); `scale`: the scale it must have;
+    `format`: accept only that format."""
     path = Path(path)
     net = model_from_checkpoint(read_checkpoint(path), path, model, scale, format, **kwargs)
     if verbose: print(describe_checkpoint(net.checkpoint_info))
     return net.to(device or 'cpu').eval()
 
+def _build(fmt: WeightFormat, obj, path, model: str | None, scale: int | None, **kwargs) -> nn.Module:
+    "The network of format `fmt` in checkpoint `obj`, with its weights and the scale asked for."
+    if scale is not None: kwargs['scale'] = scale
+    if fmt.build is not None: net = fmt.build(obj, path, model, **kwargs)
+    else:
+        name, arch_kwargs = fmt.architecture(obj, path, model, **kwargs)
+        net = load_weights(create_model(name, **arch_kwargs), obj, path, fmt)
+    if scale is not None and getattr(net, 'scale', scale) != scale:
+        raise CheckpointError(f"{path}: holds a x{net.scale} model, but scale={scale} was asked for")
+    return net
+
 def model_from_checkpoint(obj, path, model: str | None = None, scale: int | None = None, format: str | None = None,
                           **kwargs) -> nn.Module:
     "`load_model` of a checkpoint already read (`obj`, from `path`), on the CPU."
-    fmt = weight_format(obj, path, format)
-    if scale is not None: kwargs['scale'] = scale
-    name, arch_kwargs = fmt.architecture(obj, path, model, **kwargs)
-    net = load_weights(create_model(name, **arch_kwargs), obj, path, fmt)
-    if scale is not None and getattr(net, 'scale', scale) != scale:
-        raise CheckpointError(f"{path}: holds a x{net.scale} model, but scale={scale} was asked for")
-    net.checkpoint_info = {'path': str(path), 'format': fmt.name, **(_blindsr_info(obj) if fmt.name == 'blindsr' else {})}
+    fmt, net = _first_that_works(lambda f: _build(f, obj, path, model, scale, **kwargs), obj, path, format)
+    net.checkpoint_info = {'path': str(path), 'format': fmt.name, **(_blindsr_info(obj) if fmt.name == 'blindsr' else {}),
+                           **getattr(net, 'checkpoint_info', {})}   # what a format's `build` says of the network
     return net.eval()
 
 def describe_checkpoint(info: dict) -> str:
     "One line saying which weights a `model.checkpoint_info` describes."
-    if info.get('format') != 'blindsr': return f"loaded {info['path']} ({info.get('format')} weights)"
+    if info.get('format') != 'blindsr':
+        arch = f": {info['architecture']}" + (f" x{info['scale']}" if info.get('scale') else '') if info.get('architecture') else ''
+        return f"loaded {info['path']} ({info.get('format')}{arch} weights)"
     score = info.get('score')
     return (f"loaded {info['path']}: weights of epoch {info.get('epoch')} (step {info.get('step')})"
             + (' (EMA)' if info.get('ema') else '')
