@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as ddp
-from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes, atomic_write_csv,
+from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes, atomic_write_csv, autocast,
                           check_parameters, check_precision, default_device, read_checkpoint)
 from .data import EpochSampler
 from .evaluate import validation_score
@@ -348,7 +348,6 @@ def _tb_scalars(self: Trainer, row: dict):
 # %% ../nbs/30_train.ipynb #c5d163b7
 def _val_panel(model: nn.Module, target: Tensor, lr: Tensor, size: int, precision: str, device) -> Tensor:
     "(C, s*size, 3*s*size) in [0, 1]: the LR centre crop enlarged (nearest), the model's output and the target, side by side."
-    from blindsr.core import autocast
     s = target.shape[-1] // lr.shape[-1]
     h, w = min(size, lr.shape[-2]), min(size, lr.shape[-1])
     y, x = (lr.shape[-2] - h) // 2, (lr.shape[-1] - w) // 2

@@ -123,11 +123,11 @@ def weight_format(obj, path, name: str | None = None) -> WeightFormat:
 
 def _first_that_works(attempt: Callable, obj, path, name: str | None = None):
     "`(fmt, attempt(fmt))` for the first format recognising `obj` whose attempt raises no ValueError (CheckpointError included)."
-    weight_format(obj, path, name)   # no format recognises it: the error says what was tried
     failed = []
-    for fmt in _recognising(obj, name):
+    for fmt in _recognising(obj, name):   # each format's detection runs once
         try: return fmt, attempt(fmt)
         except ValueError as e: failed.append((fmt, e))
+    if not failed: weight_format(obj, path, name)   # no format recognises it: the error says what was tried
     if len(failed) == 1: raise failed[0][1]
     first = failed[0][1]
     msg = '; '.join([str(first)] + [f"as {f.name} weights: {str(e).removeprefix(f'{path}: ')}" for f, e in failed[1:]])
