@@ -1,12 +1,17 @@
-"""Tiled inference on large images: wall time, peak RSS and tiled-vs-untiled PSNR (blindsr.inference.upscale).
+"""Tiled inference on large images: wall time, peak memory, tile-plan redundancy and tiled-vs-untiled PSNR (blindsr.inference.upscale).
 
 For LR inputs of 512x512, 1024x1024 and 1920x1080 at x4 on the CPU, each case runs in its own process (so its peak
-RSS, from getrusage, is its own): tiled inference with the tile chosen from the memory budget, and untiled inference
-where it fits in --untiled-max pixels. Per-pixel times are printed as ratios to the 512x512 case, measured in the
-same run. The LR images are crops and tilings of a real photograph (scikit-image's astronaut), so the content is
-natural at every size.
+memory is its own). Tiled inference runs with the tiles `auto_plan` chooses within --budget-mb, at the precision the
+CLI chooses by default (`fastest_precision`: bf16 + channels-last on a CPU with bf16 units, else fp32; --precision
+fp32 for the baseline). Untiled fp32 inference runs where it fits in --untiled-max pixels, as the reference. Each row
+gives:
+- the plan: tiles, largest crop, and redundancy (processed pixels, the crops' area summed, over the image's pixels);
+- peak RSS and how much the upscale added to it (VmHWM after, minus VmRSS before; the budget bounds this);
+- seconds, seconds per Mpx, and the ratio to the 512x512 case measured in the same run.
+The LR images are crops and tilings of a real photograph (scikit-image's astronaut), so the content is natural at
+every size.
 
-Run: python benchmarks/large_image.py [--model dasr_x4] [--budget-mb 512] [--untiled-max 1100000]
+Run: python benchmarks/large_image.py [--model dasr_x4] [--budget-mb 2048] [--precision auto|fp32|bf16] [--untiled-max 300000]
      /usr/bin/time -v python benchmarks/large_image.py --case 1920x1080   (one case, for an external RSS reading)
 """
 import argparse
@@ -27,28 +32,41 @@ def lr_image(h, w):
     return photo.repeat(1, *reps)[:, :h, :w].contiguous()
 
 
-def one_case(name, model_name, budget_mb, untiled, seed=0):
-    "Run one size; print a JSON line with seconds, peak RSS (MB) and, when untiled ran, the PSNR between the two."
+def _status(key):
+    "A size from /proc/self/status in bytes (Linux), e.g. VmRSS or VmHWM (peak RSS)."
+    import re
+    with open('/proc/self/status') as f: return int(re.search(key + r':\s+(\d+)', f.read()).group(1)) * 1024
+
+
+def one_case(name, model_name, budget_mb, precision, untiled, seed=0):
+    "Run one size; print a JSON line with the plan, seconds, memory (MB) and, when untiled ran, the PSNR between the two."
     import torch
+    from blindsr.core import fastest_precision
+    from blindsr.inference import auto_plan, upscale
     from blindsr.metrics import psnr
-    from blindsr.inference import auto_tile, upscale
     from blindsr.models import create_model
     torch.manual_seed(seed)
     net = create_model(model_name).eval()
+    prec, cl = fastest_precision('cpu') if precision == 'auto' else (precision, precision != 'fp32')
     h, w = SIZES[name]
     x = lr_image(h, w)
-    tile = auto_tile(net, budget_mb * 2 ** 20)
-    upscale(net, x[:, :64, :64], tile=tile)                       # warm-up
+    budget = budget_mb * 2 ** 20
+    plan = auto_plan(net, h, w, budget)
+    upscale(net, x[:, :64, :64], precision=prec, channels_last=cl)   # warm-up
+    base = _status('VmRSS')
     t0 = time.perf_counter()
-    out = upscale(net, x, memory_budget=budget_mb * 2 ** 20)
+    out = upscale(net, x, precision=prec, channels_last=cl, plan=plan)
     tiled_s = time.perf_counter() - t0
-    res = {'case': name, 'model': model_name, 'tile': tile, 'tiled_s': round(tiled_s, 2),
-           'tiled_s_per_mpx': round(tiled_s / (h * w / 1e6), 2)}
+    grown = _status('VmHWM') - base
+    res = {'case': name, 'model': model_name, 'precision': prec + ('+cl' if cl else ''), 'budget_mb': budget_mb,
+           'tiles': f"{len(plan.rows)}x{len(plan.cols)}", 'largest_crop': plan.largest_crop,
+           'redundancy': round(plan.redundancy, 3), 'tiled_s': round(tiled_s, 2), 'tiled_s_per_mpx': round(tiled_s / (h * w / 1e6), 2),
+           'grown_mb': round(grown / 2 ** 20, 1), 'within_budget': grown <= budget}
     if untiled:
         t0 = time.perf_counter()
         with torch.no_grad(): full = net(x[None])[0]
         res['untiled_s'] = round(time.perf_counter() - t0, 2)
-        res['psnr_tiled_vs_untiled'] = round(psnr(out, full, data_range=(full.max() - full.min()).item()).item(), 2)   # peak: the output's range
+        res['psnr_tiled_vs_untiled_fp32'] = round(psnr(out, full, data_range=(full.max() - full.min()).item()).item(), 2)
     res['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(res), flush=True)
 
@@ -56,27 +74,30 @@ def one_case(name, model_name, budget_mb, untiled, seed=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--model', default='dasr_x4')
-    ap.add_argument('--budget-mb', type=float, default=512, help='memory budget for the tile size (MB of activations)')
-    ap.add_argument('--untiled-max', type=int, default=1_100_000, help='run untiled up to this many LR pixels')
+    ap.add_argument('--budget-mb', type=float, default=2048, help="MB the upscale may add to the process (the CLI's default: 2048)")
+    ap.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: the CLI's default choice")
+    ap.add_argument('--untiled-max', type=int, default=300_000, help='run untiled fp32 up to this many LR pixels (about 10 KB each)')
     ap.add_argument('--case', choices=list(SIZES), default=None, help='run only this case, in this process')
     a = ap.parse_args()
     if a.case:
         h, w = SIZES[a.case]
-        return one_case(a.case, a.model, a.budget_mb, h * w <= a.untiled_max)
+        return one_case(a.case, a.model, a.budget_mb, a.precision, h * w <= a.untiled_max)
     rows = []
     for name, (h, w) in SIZES.items():
         cmd = [sys.executable, __file__, '--case', name, '--model', a.model, '--budget-mb', str(a.budget_mb),
-               '--untiled-max', str(a.untiled_max)]
+               '--precision', a.precision, '--untiled-max', str(a.untiled_max)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode: print(f"{name}: failed\n{p.stderr[-2000:]}"); continue
         rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
         print(p.stdout.strip().splitlines()[-1], flush=True)
     base = next((r for r in rows if r['case'] == '512x512'), None)
-    print(f"\n{'case':10s} {'tile':>5s} {'tiled s':>8s} {'s/Mpx':>7s} {'x 512²':>7s} {'untiled s':>9s} {'PSNR dB':>8s} {'peak RSS MB':>11s}")
+    print(f"\n{'case':10s} {'precision':9s} {'tiles':>6s} {'redund.':>7s} {'tiled s':>8s} {'s/Mpx':>6s} {'x 512²':>6s} "
+          f"{'grown MB':>8s} {'budget':>6s} {'peak RSS MB':>11s} {'PSNR vs fp32 untiled':>20s}")
     for r in rows:
         ratio = r['tiled_s_per_mpx'] / base['tiled_s_per_mpx'] if base else float('nan')
-        print(f"{r['case']:10s} {r['tile']:5d} {r['tiled_s']:8.2f} {r['tiled_s_per_mpx']:7.2f} {ratio:7.2f} "
-              f"{r.get('untiled_s', float('nan')):9.2f} {r.get('psnr_tiled_vs_untiled', float('nan')):8.2f} {r['peak_rss_mb']:11.1f}")
+        print(f"{r['case']:10s} {r['precision']:9s} {r['tiles']:>6s} {r['redundancy']:7.3f} {r['tiled_s']:8.2f} {r['tiled_s_per_mpx']:6.2f} "
+              f"{ratio:6.2f} {r['grown_mb']:8.1f} {'ok' if r['within_budget'] else 'OVER':>6s} {r['peak_rss_mb']:11.1f} "
+              f"{r.get('psnr_tiled_vs_untiled_fp32', float('nan')):20.2f}")
 
 
 if __name__ == '__main__':

@@ -243,10 +243,10 @@ def measure_peaks(a):
     return peaks
 
 
-# glibc malloc: keep freed blocks up to 32 MB in the heap and never trim it, instead of returning each large tensor's
-# memory to the kernel and faulting fresh pages in at the next step (what jemalloc/tcmalloc do for PyTorch on CPUs).
-# A training step allocates and frees hundreds of feature maps of 1-40 MB: 7% off the fp32 step, 10% off bf16's.
-MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 << 20), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30)}
+# glibc malloc: the Trainer sets its thresholds itself (blindsr.core.tune_allocator: freed blocks up to 32 MB stay in
+# the heap, trimmed only past 1 GB), so the cases run with the library's own setting; --malloc-default turns it off
+# (BLINDSR_TUNE_MALLOC=0) to measure what it buys. A training step allocates and frees hundreds of 1-40 MB feature maps.
+MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 << 20), 'MALLOC_TRIM_THRESHOLD_': str(1 << 30)}   # what tune_allocator sets
 
 
 def in_subprocess(case, argv, env=None):
@@ -291,7 +291,7 @@ def main():
     ap.add_argument('--quick', action='store_true',
                     help=f"smoke test: 2 steps, 1 warm-up, 3 quality steps, 512 matmul, model {json.dumps(QUICK_MODEL)} unless given")
     ap.add_argument('--malloc-default', action='store_true',
-                    help=f"run the cases with glibc's default malloc settings instead of {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
+                    help="run the cases with glibc's default malloc settings (BLINDSR_TUNE_MALLOC=0) instead of blindsr.core.tune_allocator's")
     ap.add_argument('--json', default=None, help='also write every result to this file')
     ap.add_argument('--case', default=None, help=argparse.SUPPRESS)   # internal: one case (or flops/quality) in this process
     a = ap.parse_args()
@@ -322,7 +322,7 @@ def main():
     load = os.getloadavg()   # other work on the machine skews every timing: printed with the results
     peaks = measure_peaks(a)
     print(json.dumps({'case': 'peaks', **{k: round(v, 1) for k, v in peaks.items()}}), flush=True)
-    env = os.environ if a.malloc_default else {**os.environ, **MALLOC_ENV}   # the same for every case
+    env = {**os.environ, 'BLINDSR_TUNE_MALLOC': '0'} if a.malloc_default else os.environ   # the same for every case
     flops = in_subprocess('flops', argv)
     print(json.dumps(flops), flush=True)
     rows = []

@@ -11,8 +11,8 @@ import glob
 import sys
 from pathlib import Path
 
-from .core import PRECISIONS, CheckpointError, ImageFileError, launcher_rank, precision_bytes, read_image, write_image
-from .inference import auto_tile, auto_tile_fusion, fuse_tiled, upscale
+from .core import PRECISIONS, CheckpointError, ImageFileError, fastest_precision, launcher_rank, read_image, write_image
+from .inference import auto_tile_fusion, fuse_tiled, upscale
 from .models import load_model
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
@@ -39,19 +39,19 @@ def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -
     "Upscale one image file into `dst`, keeping bit depth, gray and alpha; refuses to overwrite unless asked."
     if dst.exists() and not overwrite: raise FileExistsError(f"{dst}: exists; pass --overwrite to replace it")
     img, info = read_image(src)                                     # gray replicated to RGB; alpha kept aside
-    sr = upscale(net, img, **kwargs).clamp(0, 1)   # write_image resizes the alpha and turns gray inputs' outputs gray
+    sr = upscale(net, img, **kwargs).clamp_(0, 1)   # in place: the output is the largest thing in memory
     if info.mode == 'P': info.mode = 'RGBA' if info.alpha is not None else 'RGB'   # no palette for a new image
     dst.parent.mkdir(parents=True, exist_ok=True)
     return write_image(dst, sr, info)
 
 # %% ../nbs/40_cli.ipynb #e32fb328
-def _tiling_options(p: argparse.ArgumentParser, unit: str):
+def _tiling_options(p: argparse.ArgumentParser, unit: str, budget: float, budget_help: str, precisions=PRECISIONS, precision_help=''):
     "The tiling, precision and output options `upscale` and `fuse` share (`unit`: 'LR' or 'HR' pixels)."
     p.add_argument('--tile', type=int, default=None, help=f'{unit} tile size in pixels (default: from --memory-budget)')
     p.add_argument('--overlap', type=int, default=16, help=f'{unit} pixels by which tiles overlap and are blended (default 16)')
     p.add_argument('--pad', type=int, default=16, help=f'extra {unit} context pixels per inner tile side, cut off again (default 16)')
-    p.add_argument('--memory-budget', type=float, default=1024, help='MB of activations a tile may use when --tile is not given (default 1024)')
-    p.add_argument('--precision', choices=list(PRECISIONS), default='fp32', help='fp32 (default), bf16 or fp16 (CUDA)')
+    p.add_argument('--memory-budget', type=float, default=budget, help=f'{budget_help} (default {budget:.0f})')
+    p.add_argument('--precision', choices=list(precisions), default=precisions[0], help=precision_help or 'fp32 (default), bf16 or fp16 (CUDA)')
     p.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: CUDA if available, else CPU)')
     p.add_argument('--overwrite', action='store_true', help='replace outputs that already exist (default: refuse)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress output')
@@ -78,8 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                          'or weights of any architecture spandrel recognises (ESRGAN, Real-ESRGAN, SwinIR, HAT, DAT, ...)')
     up.add_argument('-m', '--model', default=None, help='the architecture the checkpoint must hold, e.g. edsr, rcan, msrresnet, edsr_x4 (default: what the file says)')
     up.add_argument('-s', '--scale', type=int, default=None, help='expected scale; an error if the checkpoint has another')
-    _tiling_options(up, 'LR')
-    up.add_argument('--channels-last', action='store_true', help='channels-last memory format (faster on some GPUs)')
+    _tiling_options(up, 'LR', 2048, 'MB one image may use: its output, its input and a tile at work; the tiles are planned '
+                    'from it when --tile is not given', ('auto', *PRECISIONS),
+                    'auto (default: the fastest that keeps quality: bf16 on CPUs with bf16 units and on CUDA, else fp32), '
+                    'fp32, bf16 or fp16 (CUDA)')
+    up.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                    help='channels-last memory format (default: with bf16 and fp16, where it is the fast layout)')
     fu = sub.add_parser('fuse', help='hyperspectral fusion (PSRT and its variants) of large scenes, tile by tile', description=(
         "Fuse an RGB image with a low-resolution hyperspectral image (LR HSI) into the high-resolution HSI, tile by tile. "
         "A scene is an .npz file holding `rgb` (3 bands) and `lrhsi` (or `hsi_up`, already upsampled), each (C, H, W) or "
@@ -91,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     fu.add_argument('-o', '--out-dir', required=True, help='folder for the outputs (created)')
     fu.add_argument('-c', '--checkpoint', required=True, help='a fusion checkpoint: official PSRT weights or a blindsr run of train_hisr')
     fu.add_argument('--simulate', action='store_true', help='the inputs are ground-truth cubes: simulate the fusion inputs and score the output')
-    _tiling_options(fu, 'HR')
+    _tiling_options(fu, 'HR', 1024, 'MB of activations a tile may use when --tile is not given')
     ex = sub.add_parser('experiment', help='run an experiment notebook (papermill), also on several processes under torchrun',
                         description=(
         "Run a parameterised experiment notebook through papermill. Under `torchrun --nproc_per_node N --no-python "
@@ -105,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--cwd', default=None, help="working directory of the notebook (default: the notebook's folder)")
     return ap
 
+def _resolve_precision(args, device) -> tuple[str, bool]:
+    "The precision and layout `upscale` runs in: `--precision auto` is `fastest_precision`; channels-last comes with bf16/fp16."
+    from blindsr.core import check_precision
+    precision = check_precision(fastest_precision(device)[0] if args.precision == 'auto' else args.precision, device, '--precision: ')
+    channels_last = args.channels_last if args.channels_last is not None else precision != 'fp32'
+    return precision, channels_last
+
 def main(argv=None) -> int:
     "Entry point of the `blindsr` console script."
     args = _parser().parse_args(argv)
@@ -114,21 +125,22 @@ def main(argv=None) -> int:
     if err := _tiling_error(args): print(f"blindsr: error: {err}", file=sys.stderr); return 2
     try:
         device = default_device(args.device)
+        precision, channels_last = _resolve_precision(args, device)
         net = load_model(args.checkpoint, args.model, args.scale).to(device)
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         print(f"blindsr: error: {e}", file=sys.stderr); return 2
     if hasattr(net, 'n_bands'):
         print(f"blindsr: error: {args.checkpoint}: holds a fusion network ({type(net).__name__}: RGB + LR HSI in); use blindsr fuse", file=sys.stderr); return 2
     files = expand_inputs(args.inputs)
-    if args.tile is None:   # once for all files (a probe forward pass), not per file
-        args.tile = auto_tile(net, args.memory_budget * 2 ** 20, args.pad, precision_bytes(args.precision))
+    if not args.quiet: print(f"blindsr: {precision}{' with channels-last' if channels_last else ''} on {device}; "
+                             + (f"tiles of at most {args.tile} px" if args.tile else f"tiles planned within {args.memory_budget:.0f} MB per image"))
     out_dir, failed = Path(args.out_dir), []
     for i, src in enumerate(files, 1):
         dst = out_dir / src.name
         try:
             upscale_file(net, src, dst, args.overwrite, tile=args.tile, overlap=args.overlap, pad=args.pad,
-                         precision=args.precision, device=device, channels_last=args.channels_last,
-                         progress=not args.quiet)
+                         precision=precision, device=device, channels_last=channels_last,
+                         memory_budget=args.memory_budget * 2 ** 20, progress=not args.quiet)
             if not args.quiet: print(f"[{i}/{len(files)}] {src} -> {dst}")
         except (ImageFileError, FileExistsError, FileNotFoundError, OSError, ValueError, RuntimeError) as e:
             failed.append(src)
@@ -213,7 +225,7 @@ def _fuse_command(args) -> int:
     if not hasattr(net, 'n_bands'):
         print(f"blindsr: error: {args.checkpoint}: holds {type(net).__name__}, not a fusion network; use blindsr upscale", file=sys.stderr); return 2
     scenes = expand_scenes(args.inputs, args.simulate)
-    if args.tile is None: args.tile = auto_tile_fusion(net, args.memory_budget * 2 ** 20, args.pad, precision_bytes(args.precision))
+    if args.tile is None: args.tile = auto_tile_fusion(net, args.memory_budget * 2 ** 20, args.pad)
     out_dir, failed, scores = Path(args.out_dir), [], {}
     for i, (name, src) in enumerate(scenes, 1):
         try:

@@ -23,9 +23,9 @@ __all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'PRECISIONS', 'ensure_torchvi
            'CheckpointError', 'ImageInfo', 'read_image', 'atomic_write_bytes', 'atomic_write_csv', 'write_image',
            'read_checkpoint', 'as_state_dict', 'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr',
            'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'seeded_generator', 'launched_by_torchrun', 'launcher_rank',
-           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'default_cache_dir', 'datasets_dir',
-           'shared_dir', 'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf',
-           'AnyOf', 'Check', 'Rule', 'check_parameters']
+           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'fastest_precision', 'tune_allocator',
+           'default_cache_dir', 'datasets_dir', 'shared_dir', 'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range',
+           'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf', 'Check', 'Rule', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -175,6 +175,14 @@ def _to_gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]) if x.shape[0] == 3 else x[:1]
 
 # %% ../nbs/00_core.ipynb #9812f563
+def _quantized(chans: torch.Tensor, depth: int, rows: int = 256) -> np.ndarray:
+    "(H, W, C) uint8/uint16 of (C, H, W) floats in [0, 1], `rows` at a time: whole-image float temporaries would triple a large output's memory."
+    maxv = 65535 if depth == 16 else 255
+    arr = np.empty((*chans.shape[1:], chans.shape[0]), np.uint16 if depth == 16 else np.uint8)
+    for r in range(0, chans.shape[1], rows):
+        arr[r:r + rows] = (chans[:, r:r + rows].clamp(0, 1) * maxv).round_().permute(1, 2, 0).numpy()
+    return arr
+
 def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_depth: int | None = None,
                 quality: int = 95) -> Path:
     """Write float `img` ((C,H,W) or (H,W) in [0,1], C in 1,3,4) to `path`, as the same kind of file as `info` describes.
@@ -202,8 +210,7 @@ def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_dept
     color = _to_gray(color) if gray else (color.expand(3, -1, -1) if color.shape[0] == 1 else color)
     if fmt in ('JPEG', 'BMP') or (fmt == 'WEBP' and alpha is None): alpha = None  # these cannot carry our alpha
     chans = torch.cat([color, alpha]) if alpha is not None else color
-    maxv = 65535 if depth == 16 else 255
-    arr = (chans.clamp(0, 1) * maxv).round().permute(1, 2, 0).numpy().astype(np.uint16 if depth == 16 else np.uint8)
+    arr = _quantized(chans, depth)
     if depth == 16 and arr.shape[2] > 1:
         import cv2  # Pillow cannot write 16-bit colour
         arr = arr[..., [2, 1, 0, 3][:arr.shape[2]]] if arr.shape[2] in (3, 4) else arr
@@ -352,6 +359,31 @@ def autocast(precision: str, device):
 def precision_bytes(precision: str) -> int:
     "Bytes of one activation value at `precision`."
     return 2 if precision in _AUTOCAST_DTYPES else 4
+
+# %% ../nbs/00_core.ipynb #3772a94d
+def _cpu_has_bf16_units() -> bool:
+    "Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), not by emulation."
+    probes = [getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+    return any(p is not None and p() for p in probes)
+
+def fastest_precision(device) -> tuple[str, bool]:
+    "`(precision, channels_last)`, the fastest pair that keeps quality on `device` (see the table above)."
+    dev = torch.device(device)
+    if dev.type == 'cuda': return ('bf16' if torch.cuda.is_bf16_supported() else 'fp16'), True
+    if dev.type == 'cpu' and _cpu_has_bf16_units(): return 'bf16', True
+    return 'fp32', False
+
+# %% ../nbs/00_core.ipynb #3ed5d385
+_MALLOPT = {'MALLOC_MMAP_THRESHOLD_': -3, 'MALLOC_TRIM_THRESHOLD_': -1}   # glibc's environment name: its mallopt parameter
+
+def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> dict:
+    "Set glibc malloc's mmap and trim thresholds (bytes) for this process; returns `{env name: value}` of what was set."
+    import ctypes, platform
+    if os.environ.get('BLINDSR_TUNE_MALLOC', '1') == '0' or platform.libc_ver()[0] != 'glibc': return {}
+    try: mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError): return {}
+    values = {'MALLOC_MMAP_THRESHOLD_': mmap_threshold, 'MALLOC_TRIM_THRESHOLD_': trim_threshold}
+    return {env: v for env, v in values.items() if env not in os.environ and mallopt(_MALLOPT[env], int(v)) == 1}   # 1: success
 
 # %% ../nbs/00_core.ipynb #290d8239
 def default_cache_dir() -> Path:

@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .core import autocast, check_precision, precision_bytes
+from .core import autocast, check_precision
 from .models import takes_representation
 
 # %% auto #0
-__all__ = ['tile_starts', 'blend_ramp', 'global_representation', 'bytes_per_lr_pixel', 'auto_tile', 'upscale',
-           'fusion_bytes_per_pixel', 'auto_tile_fusion', 'fuse_tiled']
+__all__ = ['WORKSPACE_BYTES', 'tile_starts', 'blend_ramp', 'axis_tiles', 'TilePlan', 'plan_tiles', 'global_representation',
+           'bytes_per_lr_pixel', 'auto_plan', 'upscale', 'fusion_bytes_per_pixel', 'auto_tile_fusion', 'fuse_tiled']
 
 # %% ../nbs/33_inference.ipynb #0aae464b
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -35,6 +37,77 @@ def blend_ramp(n: int, ramp: int, ramp_start: bool, ramp_end: bool) -> Tensor:
         if ramp_end: w[n - ramp:] = torch.minimum(w[n - ramp:], r.flip(0))
     return w
 
+# %% ../nbs/33_inference.ipynb #e49f5155
+def axis_tiles(length: int, n: int, overlap: int) -> list[tuple[int, int]]:
+    "`(start, size)` of `n` tiles covering [0, length), neighbours overlapping by exactly `overlap`, sizes within one pixel."
+    if n == 1: return [(0, length)]
+    base, extra = divmod(length + (n - 1) * overlap, n)
+    if base <= overlap: raise ValueError(f"axis_tiles: {n} tiles of {base} pixels cannot overlap by {overlap} over {length} pixels")
+    sizes = [base + (i < extra) for i in range(n)]
+    starts = [sum(sizes[:i]) - i * overlap for i in range(n)]
+    return list(zip(starts, sizes))
+
+def _crops(tiles, length: int, pad: int, align: int) -> list[tuple[int, int]]:
+    "The `(begin, end)` computed for each tile: `pad` more pixels on inner sides, widened onto multiples of `align`."
+    last = len(tiles) - 1
+    return [(max(0, s - pad * (i > 0)) // align * align, min(length, -(-(s + n + pad * (i < last)) // align) * align))
+            for i, (s, n) in enumerate(tiles)]
+
+# %% ../nbs/33_inference.ipynb #54885af4
+@dataclass
+class TilePlan:
+    "Tiles of a `height` x `width` image: per axis, `(start, size)` of each tile and the `(begin, end)` of its crop."
+    height: int
+    width: int
+    rows: list
+    cols: list
+    row_crops: list
+    col_crops: list
+
+    @property
+    def n_tiles(self) -> int: return len(self.rows) * len(self.cols)
+    @property
+    def largest_crop(self) -> int: return max(e - b for b, e in self.row_crops) * max(e - b for b, e in self.col_crops)
+    @property
+    def processed(self) -> int: return sum(e - b for b, e in self.row_crops) * sum(e - b for b, e in self.col_crops)
+    @property
+    def redundancy(self) -> float: return self.processed / (self.height * self.width)
+    def __repr__(self):
+        return (f"TilePlan({self.height}x{self.width}: {len(self.rows)}x{len(self.cols)} tiles, largest crop "
+                f"{max(e - b for b, e in self.row_crops)}x{max(e - b for b, e in self.col_crops)}, redundancy {self.redundancy:.3f})")
+
+# %% ../nbs/33_inference.ipynb #6b3cf256
+def _axis_options(length: int, overlap: int, pad: int, align: int, min_tile: int) -> list:
+    "`(n, tiles, crops)` for every tile count of one axis whose tiles are at least `min_tile` (and twice the overlap)."
+    out = [(1, [(0, length)], _crops([(0, length)], length, pad, align))]
+    for n in range(2, length + 1):
+        if (length + (n - 1) * overlap) // n < max(min_tile, 2 * overlap + 1): break
+        tiles = axis_tiles(length, n, overlap)
+        out.append((n, tiles, _crops(tiles, length, pad, align)))
+    return out
+
+def plan_tiles(height: int, width: int, *, tile: int | None = None, max_area: float | None = None, overlap: int = 16,
+               pad: int = 16, align: int = 1, min_tile: int = 32) -> TilePlan:
+    """Tiles for a `height` x `width` image: of at most `tile` pixels a side, or (`tile=None`) the plan with the fewest
+    processed pixels whose largest crop has at most `max_area` pixels (None: one tile); tiles of at least `min_tile`."""
+    if min(overlap, pad) < 0: raise ValueError(f"plan_tiles: overlap and pad must be >= 0, got overlap={overlap}, pad={pad}")
+    if tile is not None:
+        if tile < 1: raise ValueError(f"plan_tiles: tile must be >= 1, got {tile}")
+        if overlap >= tile and (tile < height or tile < width): raise ValueError(f"plan_tiles: overlap={overlap} must be smaller than the tile ({tile})")
+        n = lambda L: 1 if tile >= L else math.ceil((L - overlap) / (tile - overlap))
+        (ny, nx) = n(height), n(width)
+        rows, cols = axis_tiles(height, ny, overlap), axis_tiles(width, nx, overlap)
+        return TilePlan(height, width, rows, cols, _crops(rows, height, pad, align), _crops(cols, width, pad, align))
+    ys, xs = _axis_options(height, overlap, pad, align, min_tile), _axis_options(width, overlap, pad, align, min_tile)
+    if max_area is None: ys, xs = ys[:1], xs[:1]
+    size = lambda crops: max(e - b for b, e in crops)
+    length = lambda crops: sum(e - b for b, e in crops)
+    fits = [(length(cy) * length(cx), ny * nx, y, x) for y, (ny, _, cy) in enumerate(ys) for x, (nx, _, cx) in enumerate(xs)
+            if max_area is None or size(cy) * size(cx) <= max_area]
+    if fits: _, _, y, x = min(fits)
+    else: y, x = len(ys) - 1, len(xs) - 1                     # nothing fits: the smallest tiles there are
+    return TilePlan(height, width, ys[y][1], xs[x][1], ys[y][2], xs[x][2])
+
 # %% ../nbs/33_inference.ipynb #a71c3b57
 @torch.no_grad()
 def global_representation(model, lr: Tensor, crop: int = 96, grid: int = 4) -> Tensor | None:
@@ -48,7 +121,7 @@ def global_representation(model, lr: Tensor, crop: int = 96, grid: int = 4) -> T
 
 # %% ../nbs/33_inference.ipynb #3f6cf619
 def bytes_per_lr_pixel(model: nn.Module, n_in: int = 3, element_size: int = 4, probe: int = 16) -> float:
-    "Estimated peak activation bytes per LR pixel of `model`, from a probe forward with hooks."
+    "Estimated peak working bytes per LR pixel of `model`, from a probe forward with hooks."
     worst = [0.0]
     def hook(m, inp, out):
         if isinstance(out, Tensor): worst[0] = max(worst[0], out.numel() / out.shape[0] / probe ** 2)
@@ -61,37 +134,69 @@ def bytes_per_lr_pixel(model: nn.Module, n_in: int = 3, element_size: int = 4, p
         for h in hs: h.remove()
     return 3 * worst[0] * element_size
 
-def auto_tile(model: nn.Module, memory_budget: float = 1 << 30, pad: int = 16, element_size: int = 4) -> int:
-    "The largest tile (LR pixels, a multiple of 8, at least 32) whose padded area fits `memory_budget` bytes."
-    side = math.sqrt(memory_budget / bytes_per_lr_pixel(model, element_size=element_size)) - 2 * pad
-    return max(32, int(side) // 8 * 8)
+_FOOTPRINT = weakref.WeakKeyDictionary()   # model -> bytes per LR pixel: one probe per model, not one per image
+
+def _footprint(model: nn.Module) -> float:
+    if model not in _FOOTPRINT: _FOOTPRINT[model] = bytes_per_lr_pixel(model)
+    return _FOOTPRINT[model]
+
+# %% ../nbs/33_inference.ipynb #05559559
+WORKSPACE_BYTES = 64 << 20   # what a crop costs beyond its area: allocator arenas, oneDNN workspaces (measured 30-50 MB)
+
+def auto_plan(model: nn.Module, height: int, width: int, memory_budget: float = 2 << 30, overlap: int = 16, pad: int = 16,
+              scale: int | None = None, channels: int = 3) -> TilePlan:
+    "The tile plan of a `height` x `width` LR image whose output, input and largest crop fit `memory_budget` bytes."
+    s = scale or getattr(model, 'scale', None) or 4
+    fixed = 4 * channels * height * width * (s * s + 1) + WORKSPACE_BYTES   # float32 output and input, library workspaces
+    if fixed >= memory_budget:
+        raise ValueError(f"memory budget {memory_budget / 2 ** 20:.0f} MB cannot hold the {s * height}x{s * width} float32 "
+                         f"output of a {height}x{width} image ({fixed / 2 ** 20:.0f} MB with the input and workspaces); raise it")
+    align = max(1, int(getattr(model, 'tile_align', 1) or 1))
+    return plan_tiles(height, width, max_area=(memory_budget - fixed) / _footprint(model), overlap=overlap, pad=pad, align=align)
 
 # %% ../nbs/33_inference.ipynb #313f8a6b
-@torch.no_grad()
-def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: int = 16, pad: int = 16,
-            precision: str = 'fp32', device=None, channels_last: bool = False, memory_budget: float = 1 << 30,
-            progress: bool = False, blend: bool = True) -> Tensor:
-    """Super-resolve `image` (C, h, w) or (1, C, h, w) in [0, 1] with `model` tile by tile; returns (C, s*h, s*w) float32.
-    `tile` LR pixels per tile (None: from `memory_budget` bytes), `overlap` blended pixels, `pad` extra context per
-    inner side; `blend=False` pastes tiles without overlap or context (the naive tiling, for comparison)."""
+def _axis_weights(tiles, overlap: int, s: int, length: int) -> list[Tensor]:
+    "Each tile's 1-D blend weights at output resolution, divided by their sum over the axis (a partition of unity)."
+    last = len(tiles) - 1
+    ramps = [blend_ramp(n * s, overlap * s, i > 0, i < last) for i, (_, n) in enumerate(tiles)]
+    total = torch.zeros(length * s)
+    for (a, n), r in zip(tiles, ramps): total[a * s:(a + n) * s] += r
+    return [r / total[a * s:(a + n) * s] for (a, n), r in zip(tiles, ramps)]
+
+def _check_upscale_model(model):
     if hasattr(model, 'n_bands'):
         raise ValueError(f"upscale: {type(model).__name__} is a fusion network (forward(rgb, hsi_up)); use fuse_tiled (or `blindsr fuse`)")
     if getattr(model, 'takes_degradation', False):
         raise ValueError(f"upscale: {type(model).__name__} must be told the degradation (forward(lr, degradation)); upscale "
                          f"model.for_condition({{'sigma': ...}}) instead")
+
+# %% ../nbs/33_inference.ipynb #3b3523b8
+@torch.no_grad()
+def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: int = 16, pad: int = 16,
+            precision: str = 'fp32', device=None, channels_last: bool = False, memory_budget: float = 2 << 30,
+            progress: bool = False, blend: bool = True, plan: TilePlan | None = None) -> Tensor:
+    """Super-resolve `image` (C, h, w) or (1, C, h, w) in [0, 1] with `model` tile by tile; returns (C, s*h, s*w) float32.
+    Tiles: `plan`, else tiles of at most `tile` LR pixels a side, else `auto_plan` within `memory_budget` bytes;
+    `overlap` blended pixels, `pad` extra context per inner side; `blend=False` pastes tiles without overlap or context
+    (the naive tiling, for comparison)."""
+    _check_upscale_model(model)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"upscale: image must be (C, h, w) or (1, C, h, w), got {tuple(image.shape)}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     check_precision(precision, dev, 'upscale: ')
-    model = model.eval().to(dev)
-    if channels_last: model = model.to(memory_format=torch.channels_last)
-    x = x.to(dev, torch.float32)
-    H, W = x.shape[-2:]
-    if tile is None: tile = auto_tile(model, memory_budget, pad, precision_bytes(precision))
     if not blend: overlap, pad = 0, 0
     if overlap < 0 or pad < 0: raise ValueError(f"upscale: overlap and pad must be >= 0, got overlap={overlap}, pad={pad}")
-    if overlap >= tile: raise ValueError(f"upscale: overlap={overlap} must be smaller than the tile ({tile})")
-    s = getattr(model, 'scale', None)
+    model = model.eval().to(dev)
+    if channels_last: model = model.to(memory_format=torch.channels_last)
+    (C, H, W), s = x.shape[1:], getattr(model, 'scale', None)
+    if plan is None and tile is not None:
+        try: plan = plan_tiles(H, W, tile=tile, overlap=overlap, pad=pad, align=max(1, int(getattr(model, 'tile_align', 1) or 1)))
+        except ValueError as e: raise ValueError(f"upscale: {str(e).removeprefix('plan_tiles: ')}") from None
+    if plan is None:
+        try: plan = auto_plan(model, H, W, memory_budget, overlap, pad, channels=C)
+        except ValueError as e: raise ValueError(f"upscale: {e}") from None
+    if (plan.height, plan.width) != (H, W): raise ValueError(f"upscale: the plan is for {plan.height}x{plan.width}, the image is {H}x{W}")
+    x = x.to(dev, torch.float32)
     rep = None
     if takes_representation(model):   # one representation for the whole image, shared by the tiles
         with autocast(precision, dev): rep = global_representation(model, x)
@@ -100,32 +205,22 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
         with autocast(precision, dev):
             out = model.sr_net(t, rep.to(t.dtype) if rep.dtype != t.dtype else rep) if rep is not None else model(t)
         return out.float()
-    ys, xs = tile_starts(H, min(tile, H), overlap), tile_starts(W, min(tile, W), overlap)
-    out = wsum = None
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(ys) * len(xs), desc='tiles', disable=not progress, leave=False)
-    th, tw = min(tile, H), min(tile, W)
-    # window-attention networks (SwinIR, HAT, ...: `tile_align` > 1) partition a crop into windows from its corner; crops
-    # that start on the whole image's window grid give the interior the windows of the untiled forward pass
-    m = max(1, int(getattr(model, 'tile_align', 1) or 1))
-    for i, y in enumerate(ys):
-        for j, x0 in enumerate(xs):
-            y0, y1 = max(0, y - pad) // m * m, min(H, -(-(y + th + pad) // m) * m)
-            x00, x1 = max(0, x0 - pad) // m * m, min(W, -(-(x0 + tw + pad) // m) * m)
+    bar = tqdm(total=plan.n_tiles, desc='tiles', disable=not progress, leave=False)
+    out = wy = wx = None
+    for (y, th), (y0, y1), i in zip(plan.rows, plan.row_crops, range(len(plan.rows))):
+        for (x0, tw), (x00, x1), j in zip(plan.cols, plan.col_crops, range(len(plan.cols))):
             sr = run(x[..., y0:y1, x00:x1])
-            if s is None: s = sr.shape[-1] // (x1 - x00)
-            if out is None:
-                out = torch.zeros(1, sr.shape[1], H * s, W * s, device=dev)
-                wsum = torch.zeros(1, 1, H * s, W * s, device=dev)
-            sr = sr[..., (y - y0) * s:(y - y0 + th) * s, (x0 - x00) * s:(x0 - x00 + tw) * s]
-            wy = blend_ramp(th * s, overlap * s, i > 0, i < len(ys) - 1).to(dev)
-            wx = blend_ramp(tw * s, overlap * s, j > 0, j < len(xs) - 1).to(dev)
-            w = (wy[:, None] * wx[None])[None, None]
-            out[..., y * s:(y + th) * s, x0 * s:(x0 + tw) * s] += sr * w
-            wsum[..., y * s:(y + th) * s, x0 * s:(x0 + tw) * s] += w
+            if out is None:   # the scale and channels of the output are known after the first tile
+                s = s or sr.shape[-1] // (x1 - x00)
+                out = torch.zeros(sr.shape[1], H * s, W * s, device=dev)
+                wy, wx = _axis_weights(plan.rows, overlap, s, H), _axis_weights(plan.cols, overlap, s, W)
+            sr = sr[0, :, (y - y0) * s:(y - y0 + th) * s, (x0 - x00) * s:(x0 - x00 + tw) * s]
+            w = wy[i].to(dev)[:, None] * wx[j].to(dev)[None]
+            out[:, y * s:(y + th) * s, x0 * s:(x0 + tw) * s].addcmul_(sr, w)
             bar.update(1)
     bar.close()
-    return (out / wsum)[0].cpu()
+    return out.cpu()
 
 # %% ../nbs/33_inference.ipynb #13831d73
 class _LargestTensor(torch.overrides.TorchFunctionMode):
@@ -196,7 +291,7 @@ def fuse_tiled(model: nn.Module, rgb: Tensor, lrhsi: Tensor | None = None, hsi_u
     if not blend: overlap, pad, context = 0, 0, 0
     if min(overlap, pad, context) < 0: raise ValueError(f"fuse_tiled: overlap, pad and context must be >= 0, got {overlap}, {pad}, {context}")
     pad = -(-pad // a) * a                                    # context on the window grid too
-    if tile is None: tile = auto_tile_fusion(model, memory_budget, pad, precision_bytes(precision))
+    if tile is None: tile = auto_tile_fusion(model, memory_budget, pad)   # 4 bytes at every precision (see above)
     H, W = rgb.shape[-2:]
     th, tw = min(tile, H), min(tile, W)
     if overlap >= min(th, tw) and (th < H or tw < W): raise ValueError(f"fuse_tiled: overlap={overlap} must be smaller than the tile ({tile})")

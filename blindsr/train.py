@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as ddp
 from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes, atomic_write_csv, autocast,
-                          check_parameters, check_precision, default_device, read_checkpoint)
+                          check_parameters, check_precision, default_device, read_checkpoint, tune_allocator)
 from .data import EpochSampler
 from .evaluate import validation_score
 from .methods import Method, StepContext
@@ -160,6 +160,7 @@ class Trainer:
     def __init__(self, method: Method, train_data: Dataset, cfg: TrainConfig, out_dir, val_pairs: Iterable | None = None,
                  val_metric: Callable | None = None, val_higher_is_better: bool = True, log_every: int = 10,
                  callbacks: Iterable[Callable] = (), probe: Callable | None = None, val_images: int = 3):
+        tune_allocator()   # glibc malloc thresholds that keep feature maps' pages between steps (blindsr.core)
         self.cfg, self.method, self.out_dir = cfg.check(), method, Path(out_dir)
         self.model_spec = getattr(method.model, 'model_spec', None)
         if self.model_spec is None: raise ValueError("Trainer: the method's model was not built by blindsr.models.create_model "

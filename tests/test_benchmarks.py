@@ -4,12 +4,15 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'benchmarks'))
+import official_dasr   # noqa: E402
 import train_step   # noqa: E402
 
 
@@ -46,3 +49,41 @@ def test_train_step_rejects_bad_quality_arguments():
                       (['--quality-steps', '-3'], '--quality-steps must be 0')]:
         p = subprocess.run([sys.executable, 'benchmarks/train_step.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and msg in p.stderr, (args, p.stderr[-500:])
+
+
+OFFICIAL_DASR = Path('/tmp/official_dasr')   # an export of LongguangWang/DASR (51524af), where a machine has one
+
+
+@pytest.mark.skipif(official_dasr.check_official(OFFICIAL_DASR) is not None,
+                    reason=f"no official DASR export at {OFFICIAL_DASR} (model/blindsr.py, moco/builder.py, ...)")
+def test_official_dasr_quick(tmp_path):
+    out = tmp_path / 'official_dasr.json'
+    p = subprocess.run([sys.executable, 'benchmarks/official_dasr.py', '--quick', '--official', str(OFFICIAL_DASR),
+                        '--json', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert '| work | blindsr case | official | blindsr | ratio' in p.stdout
+    lines = [l for l in p.stdout.splitlines() if l.startswith('| ') and not l.startswith('| work')]
+    assert len(lines) == 8 and not any('failed' in l for l in lines), p.stdout
+    r = json.loads(out.read_text())
+    assert r['official']['imports_blindsr'] is False and r['blindsr']['imports_official'] is False
+    assert [(w['row'], w['case']) for w in r['rows']] == [(row, case) for row in official_dasr.ROWS
+                                                         for case in official_dasr.ROW_CASES[row]]
+    for w in r['rows']:
+        assert len(w['ratios']) == 2 and all(x > 0 for x in w['ratios']) and w['ratio']['median'] > 0
+        assert w['quietest_round']['ratio'] in w['ratios']
+        assert sorted(w['order']) == ['blindsr', 'official']                       # the order alternates
+        assert all(len(b) == 1 and b[0] > 0 for b in w['official'] + w['blindsr'])
+
+
+def test_official_dasr_rejects_a_path_that_is_no_dasr_export(tmp_path):
+    for path, msg in [(tmp_path / 'nowhere', 'no such directory'), (tmp_path, 'missing model/__init__.py, model/blindsr.py')]:
+        p = subprocess.run([sys.executable, 'benchmarks/official_dasr.py', '--quick', '--official', str(path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and f"--official {path}" in p.stderr and msg in p.stderr, p.stderr[-1000:]
+
+
+def test_official_dasr_calls_blindsrs_allocator_tuning_if_any(monkeypatch):
+    import blindsr.core   # a stand-in for its tuning (the real one would change this process's malloc)
+    monkeypatch.setattr(blindsr.core, 'tune_allocator', lambda: {'MALLOC_TRIM_THRESHOLD_': 1 << 30, 'other': 1}, raising=False)
+    r = official_dasr.blindsr_allocator()
+    assert r['called'] == 'tune_allocator' and r['malloc_env'] == {'MALLOC_TRIM_THRESHOLD_': str(1 << 30)}

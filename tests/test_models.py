@@ -90,6 +90,54 @@ def test_daconv_equals_per_sample_depthwise_conv():
     torch.testing.assert_close(out2[:1], da(x, rep)[:1], rtol=1e-5, atol=1e-5)
 
 
+def _grads(module, x, fmt, bf16=False, *extra):
+    "Output, input gradient and parameter gradients of `module(x in layout fmt, *extra)` for a fixed weighting of the output."
+    xx = x.clone(memory_format=fmt).requires_grad_()
+    module.zero_grad()
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): out = module(xx, *extra)
+    (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out, xx.grad, [p.grad.clone() for p in module.parameters()]
+
+
+def test_daconv_channels_last_fold_matches_nchw():
+    "channels_last folds the batch in its own layout: the NCHW values and gradients, and every tensor stays channels-last."
+    torch.manual_seed(0)
+    da = DAConv(channels=8, rep_dim=16, reduction=4)
+    x, rep = torch.randn(3, 8, 10, 12), torch.randn(3, 16)
+    cl = torch.channels_last
+    (o1, g1, w1), (o2, g2, w2) = _grads(da, x, torch.contiguous_format, False, rep), _grads(da, x, cl, False, rep)
+    torch.testing.assert_close(o2, o1, rtol=1e-5, atol=1e-5); torch.testing.assert_close(g2, g1, rtol=1e-5, atol=1e-5)
+    for a, b in zip(w1, w2): torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert o2.is_contiguous(memory_format=cl) and g2.is_contiguous(memory_format=cl)
+    ob, gb, _ = _grads(da, x.bfloat16(), cl, True, rep)            # bf16 autocast: the NCHW bf16 result, to bf16 rounding
+    on, gn, _ = _grads(da, x.bfloat16(), torch.contiguous_format, True, rep)
+    assert ob.dtype == torch.bfloat16 and gb.is_contiguous(memory_format=cl)
+    torch.testing.assert_close(ob.float(), o1, rtol=0, atol=0.02 * o1.abs().max().item())
+    torch.testing.assert_close(ob, on); torch.testing.assert_close(gb, gn)
+    with torch.no_grad():                                          # one image (inference): the same values
+        torch.testing.assert_close(da(x[:1].contiguous(memory_format=cl), rep[:1]), o1[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_upsampler_matches_conv_and_pixel_shuffle(scale):
+    "The fused conv + shuffle against the modules one by one (nn.PixelShuffle), in both layouts, fp32 and bf16."
+    torch.manual_seed(0)
+    up, x = Upsampler(scale, 8), torch.randn(2, 8, 5, 6)
+    if scale == 4: up.to(memory_format=torch.channels_last)              # a channels-last model's weights are channels-last
+    reference = torch.nn.Sequential(*up)                                  # the same modules, called one by one
+    ref, gref, wref = _grads(reference, x, torch.contiguous_format)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        out, g, w = _grads(up, x, fmt)
+        assert out.is_contiguous(memory_format=fmt) and g.is_contiguous(memory_format=fmt)
+        if fmt == torch.contiguous_format: assert torch.equal(out, ref)       # pure data movement: bit for bit
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5); torch.testing.assert_close(g, gref, rtol=1e-4, atol=1e-5)
+        for a, b in zip(w, wref): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    ob, _, _ = _grads(up, x, torch.channels_last, True)
+    assert ob.dtype == torch.bfloat16
+    torch.testing.assert_close(ob.float(), ref, rtol=0, atol=0.02 * ref.abs().max().item())
+    assert sorted(up.state_dict())[:2] == ['0.bias', '0.weight']          # the official keys
+
+
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_blindsr_shapes_and_range(scale):
     m = create_model('blindsr', scale=scale, **SMALL).eval()

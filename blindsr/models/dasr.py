@@ -44,16 +44,33 @@ class DAChannelModulation(nn.Module):
 def _is_channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
-class _NCHW(torch.autograd.Function):
-    "`x.contiguous()` whose gradient goes back in `x`'s own memory format (see the text above)."
+def _fold_batch(x: Tensor) -> Tensor:
+    "Channels-last features (B, C, H, W) as one channels-last image (1, B*C, H, W): memory (B, H, W, C) -> (H, W, B, C)."
+    b, c, h, w = x.shape
+    return x.permute(2, 3, 0, 1).contiguous().view(1, h, w, b * c).permute(0, 3, 1, 2)
+
+def _unfold_batch(y: Tensor, b: int) -> Tensor:
+    "The inverse of `_fold_batch`: (1, B*C, H, W), in any layout, to channels-last (B, C, H, W)."
+    h, w = y.shape[-2:]
+    return y.permute(0, 2, 3, 1).reshape(h, w, b, -1).permute(2, 3, 0, 1).contiguous(memory_format=torch.channels_last)
+
+class _FoldBatch(torch.autograd.Function):
+    "`_fold_batch` whose gradient goes back channels-last (see the text above)."
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.channels_last = _is_channels_last(x)
-        return x.contiguous()
+        ctx.b = x.shape[0]
+        return _fold_batch(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+    def backward(ctx, grad: Tensor) -> Tensor: return _unfold_batch(grad, ctx.b)
+
+class _UnfoldBatch(torch.autograd.Function):
+    "`_unfold_batch` whose gradient goes back folded, as the convolution's backward wants it."
+    @staticmethod
+    def forward(ctx, y: Tensor, b: int) -> Tensor: return _unfold_batch(y, b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor): return _fold_batch(grad), None
 
 class DAConv(nn.Module):
     "Degradation-aware convolution: per-image depthwise kernels predicted from `rep`, then 1x1 conv, plus channel modulation."
@@ -77,9 +94,14 @@ class DAConv(nn.Module):
         with torch.autocast(x.device.type, enabled=False):   # (B, rep_dim) products: fp32 is faster and exact
             kernels = self.predicted_kernels(rep.float()).reshape(b * c, 1, self.kernel_size, self.kernel_size)
             gate = self.ca.gate(rep.float())[:, :, None, None].to(x.dtype)
-        out = F.conv2d(_NCHW.apply(x).view(1, b * c, h, w), kernels, groups=b * c, padding=self.kernel_size // 2)
-        out = F.leaky_relu(out, 0.1, inplace=True).view(b, c, h, w)   # in place: a convolution's backward needs no output
-        if _is_channels_last(x): out = out.contiguous(memory_format=torch.channels_last)
+        p = self.kernel_size // 2
+        # in place: a convolution's backward needs no output
+        if _is_channels_last(x):   # folded in the channels-last layout itself: no round trip through NCHW
+            out = F.conv2d(_FoldBatch.apply(x), kernels, groups=b * c, padding=p)
+            out = _UnfoldBatch.apply(F.leaky_relu(out, 0.1, inplace=True), b)
+        else:
+            out = F.conv2d(x.contiguous().view(1, b * c, h, w), kernels, groups=b * c, padding=p)
+            out = F.leaky_relu(out, 0.1, inplace=True).view(b, c, h, w)
         return torch.addcmul(self.conv(out), x, gate)   # conv(out) + ca(x, rep), in one pass
 
 # %% ../../nbs/12_dasr.ipynb #783835a1

@@ -38,6 +38,25 @@ class MeanShift(nn.Module):
     def forward(self, x: Tensor) -> Tensor: return F.conv2d(x, self.weight, self.bias)
 
 # %% ../../nbs/10_layers.ipynb #6ae64454
+def _plain_conv(m: nn.Module) -> bool:
+    "A `nn.Conv2d` that computes nothing beyond its own weights (no hooks, no custom forward, no groups)."
+    return (isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward and m.groups == 1
+            and not (m._forward_hooks or m._forward_pre_hooks))
+
+def _conv_shuffle(conv: nn.Conv2d, x: Tensor, r: int) -> Tensor:
+    "`pixel_shuffle(conv(x), r)` in `x`'s layout, without `pixel_shuffle`'s strided loops (see the text above)."
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        w, b = conv.weight, conv.bias
+        c = w.shape[0] // (r * r)
+        w = w.view(c, r, r, *w.shape[1:]).permute(1, 2, 0, 3, 4, 5).reshape(w.shape)   # output channels (row, column, channel)
+        if b is not None: b = b.view(c, r, r).permute(1, 2, 0).reshape(-1)
+        y = conv._conv_forward(x, w, b)
+        B, _, H, W = y.shape
+        return y.permute(0, 2, 3, 1).reshape(B, H, W, r, r, c).transpose(2, 3).reshape(B, H * r, W * r, c).permute(0, 3, 1, 2)
+    y = conv(x)
+    B, C, H, W = y.shape
+    return y.reshape(B, C // (r * r), r, r, H, W).permute(0, 1, 4, 2, 5, 3).reshape(B, C // (r * r), H * r, W * r)
+
 class Upsampler(nn.Sequential):
     "Pixel-shuffle upsampling by `scale` in 2^n or 3 (EDSR's `Upsampler`)."
     def __init__(self, scale: int, n_feats: int, conv=default_conv, act: nn.Module | None = None, bias: bool = True):
@@ -50,6 +69,14 @@ class Upsampler(nn.Sequential):
             if act is not None: layers.append(act)
         super().__init__(*layers)
         self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        layers, i = list(self), 0
+        while i < len(layers):
+            m, nxt = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(nxt, nn.PixelShuffle) and _plain_conv(m): x, i = _conv_shuffle(m, x, nxt.upscale_factor), i + 2
+            else: x, i = m(x), i + 1
+        return x
 
 # %% ../../nbs/10_layers.ipynb #754e0ab7
 class ResBlock(nn.Module):
