@@ -127,7 +127,7 @@ def bench_blur(rounds):
         with torch.no_grad(): t = interleaved(fns, rounds, kernels, calls=2)   # same kernels within a round
         k = kernels(0)[1]
         err = max((blur(x, k, method=m) - grouped_conv(x, k)).abs().max().item() for m in methods)
-        auto = _auto_method(k, x.numel() // (192 * 192), (192, 192), "cpu")   # what auto picked
+        auto = _auto_method(k, x.numel() // (192 * 192), (192, 192), "cpu")[0]   # what auto picked
         print(f"  {mode:5s} old grouped conv {spread([v * 1e3 for v in t['old']], '{:.1f}')} ms")
         for m in methods:
             name = f"auto ({auto})" if m == 'auto' else m

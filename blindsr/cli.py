@@ -11,7 +11,8 @@ import glob
 import sys
 from pathlib import Path
 
-from .core import PRECISIONS, CheckpointError, ImageFileError, fastest_precision, launcher_rank, read_image, write_image
+from .core import (PRECISIONS, CheckpointError, ImageFileError, check_precision, fastest_precision, launcher_rank,
+                          read_image, write_image)
 from .inference import auto_tile_fusion, fuse_tiled, upscale
 from .models import load_model
 
@@ -111,7 +112,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _resolve_precision(args, device) -> tuple[str, bool]:
     "The precision and layout `upscale` runs in: `--precision auto` is `fastest_precision`; channels-last comes with bf16/fp16."
-    from blindsr.core import check_precision
     precision = check_precision(fastest_precision(device)[0] if args.precision == 'auto' else args.precision, device, '--precision: ')
     channels_last = args.channels_last if args.channels_last is not None else precision != 'fp32'
     return precision, channels_last

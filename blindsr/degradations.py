@@ -239,10 +239,7 @@ def _correlate_direct(xp: Tensor, k: Tensor) -> Tensor:
 
 def _correlate_separable(xp: Tensor, col: Tensor, row: Tensor) -> Tensor:
     "The same for `k[b] = col[b] * row[b]` ((B, kh, 1), (B, 1, kw)): a (kh, 1) then a (1, kw) grouped conv."
-    B, c, Hp, Wp = xp.shape
-    y = F.conv2d(xp.reshape(1, B * c, Hp, Wp), col.repeat_interleave(c, 0)[:, None], groups=B * c)
-    y = F.conv2d(y, row.repeat_interleave(c, 0)[:, None], groups=B * c)
-    return y.reshape(B, c, *y.shape[-2:])
+    return _correlate_direct(_correlate_direct(xp, col), row)
 
 _FFT_CHUNK = 2 ** 19   # grid values per FFT call, ~2 MB of float32: the whole batch at once falls out of cache
 
@@ -258,12 +255,13 @@ def _correlate_fft(xp: Tensor, k: Tensor) -> Tensor:
     return torch.cat([correlate(xp[i:i + step], k[i:i + step]) for i in range(0, B, step)])
 
 # %% ../nbs/01_degradations.ipynb #e038d101
-def _auto_method(k: Tensor, images: int, size: tuple, device) -> str:
-    "The `method='auto'` rule (see the text) for kernels `k` (B, kh, kw) and `images` = B * channels images of `size`."
-    if torch.device(device).type != 'cpu' or images < 16: return 'direct'   # few images: the official arithmetic
+def _auto_method(k: Tensor, images: int, size: tuple, device) -> tuple[str, tuple | None]:
+    """The `method='auto'` rule (see the text) for kernels `k` (B, kh, kw) and `images` = B * channels images of `size`:
+    the method, and the rank-1 factors when it is 'separable' (found by the test, not computed twice)."""
+    if torch.device(device).type != 'cpu' or images < 16: return 'direct', None   # few images: the official arithmetic
     kh, kw = k.shape[-2:]
-    if min(kh, kw) >= 13 and not k.requires_grad and _rank1_factors(k) is not None: return 'separable'
-    return 'fft' if kh * kw >= 17 * 17 and size[0] * size[1] >= 128 * 128 else 'direct'
+    if min(kh, kw) >= 13 and not k.requires_grad and (factors := _rank1_factors(k)) is not None: return 'separable', factors
+    return ('fft' if kh * kw >= 17 * 17 and size[0] * size[1] >= 128 * 128 else 'direct'), None
 
 # %% ../nbs/01_degradations.ipynb #2a56b3ef
 def blur(x: Tensor, kernels: Tensor, padding: str = 'reflect', method: str = 'auto') -> Tensor:
@@ -291,9 +289,10 @@ def blur(x: Tensor, kernels: Tensor, padding: str = 'reflect', method: str = 'au
     k = _negligible_zeroed(kernels.to(device=x.device, dtype=work))
     xp = F.pad(x.reshape(1, B * channels, H, W).to(work), pad, mode=padding)
     xp = xp.reshape(B, channels, H + kh - 1, W + kw - 1)
-    if method == 'auto': method = _auto_method(k, B * channels, (H, W), x.device)
+    factors = None
+    if method == 'auto': method, factors = _auto_method(k, B * channels, (H, W), x.device)
     if method == 'separable':
-        factors = _rank1_factors(k)
+        factors = factors or _rank1_factors(k)
         if factors is None: raise ValueError("method='separable' needs rank-1 kernels (e.g. isotropic Gaussians)")
         y = _correlate_separable(xp, *map(_negligible_zeroed, factors))
     else:

@@ -67,14 +67,18 @@ class TilePlan:
     @property
     def n_tiles(self) -> int: return len(self.rows) * len(self.cols)
     @property
-    def largest_crop(self) -> int: return max(e - b for b, e in self.row_crops) * max(e - b for b, e in self.col_crops)
+    def largest_crop(self) -> int: return _longest(self.row_crops) * _longest(self.col_crops)
     @property
-    def processed(self) -> int: return sum(e - b for b, e in self.row_crops) * sum(e - b for b, e in self.col_crops)
+    def processed(self) -> int: return _total(self.row_crops) * _total(self.col_crops)
     @property
     def redundancy(self) -> float: return self.processed / (self.height * self.width)
     def __repr__(self):
         return (f"TilePlan({self.height}x{self.width}: {len(self.rows)}x{len(self.cols)} tiles, largest crop "
-                f"{max(e - b for b, e in self.row_crops)}x{max(e - b for b, e in self.col_crops)}, redundancy {self.redundancy:.3f})")
+                f"{_longest(self.row_crops)}x{_longest(self.col_crops)}, redundancy {self.redundancy:.3f})")
+
+def _longest(crops) -> int: return max(e - b for b, e in crops)
+def _total(crops) -> int: return sum(e - b for b, e in crops)
+def _tile_align(model) -> int: return max(1, int(getattr(model, 'tile_align', 1) or 1))   # window networks: > 1
 
 # %% ../nbs/33_inference.ipynb #6b3cf256
 def _axis_options(length: int, overlap: int, pad: int, align: int, min_tile: int) -> list:
@@ -100,10 +104,8 @@ def plan_tiles(height: int, width: int, *, tile: int | None = None, max_area: fl
         return TilePlan(height, width, rows, cols, _crops(rows, height, pad, align), _crops(cols, width, pad, align))
     ys, xs = _axis_options(height, overlap, pad, align, min_tile), _axis_options(width, overlap, pad, align, min_tile)
     if max_area is None: ys, xs = ys[:1], xs[:1]
-    size = lambda crops: max(e - b for b, e in crops)
-    length = lambda crops: sum(e - b for b, e in crops)
-    fits = [(length(cy) * length(cx), ny * nx, y, x) for y, (ny, _, cy) in enumerate(ys) for x, (nx, _, cx) in enumerate(xs)
-            if max_area is None or size(cy) * size(cx) <= max_area]
+    fits = [(_total(cy) * _total(cx), ny * nx, y, x) for y, (ny, _, cy) in enumerate(ys) for x, (nx, _, cx) in enumerate(xs)
+            if max_area is None or _longest(cy) * _longest(cx) <= max_area]
     if fits: _, _, y, x = min(fits)
     else: y, x = len(ys) - 1, len(xs) - 1                     # nothing fits: the smallest tiles there are
     return TilePlan(height, width, ys[y][1], xs[x][1], ys[y][2], xs[x][2])
@@ -151,8 +153,8 @@ def auto_plan(model: nn.Module, height: int, width: int, memory_budget: float = 
     if fixed >= memory_budget:
         raise ValueError(f"memory budget {memory_budget / 2 ** 20:.0f} MB cannot hold the {s * height}x{s * width} float32 "
                          f"output of a {height}x{width} image ({fixed / 2 ** 20:.0f} MB with the input and workspaces); raise it")
-    align = max(1, int(getattr(model, 'tile_align', 1) or 1))
-    return plan_tiles(height, width, max_area=(memory_budget - fixed) / _footprint(model), overlap=overlap, pad=pad, align=align)
+    return plan_tiles(height, width, max_area=(memory_budget - fixed) / _footprint(model), overlap=overlap, pad=pad,
+                      align=_tile_align(model))
 
 # %% ../nbs/33_inference.ipynb #313f8a6b
 def _axis_weights(tiles, overlap: int, s: int, length: int) -> list[Tensor]:
@@ -190,7 +192,7 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
     if channels_last: model = model.to(memory_format=torch.channels_last)
     (C, H, W), s = x.shape[1:], getattr(model, 'scale', None)
     if plan is None and tile is not None:
-        try: plan = plan_tiles(H, W, tile=tile, overlap=overlap, pad=pad, align=max(1, int(getattr(model, 'tile_align', 1) or 1)))
+        try: plan = plan_tiles(H, W, tile=tile, overlap=overlap, pad=pad, align=_tile_align(model))
         except ValueError as e: raise ValueError(f"upscale: {str(e).removeprefix('plan_tiles: ')}") from None
     if plan is None:
         try: plan = auto_plan(model, H, W, memory_budget, overlap, pad, channels=C)
