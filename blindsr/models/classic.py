@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..core import CheckpointError, as_state_dict, read_checkpoint
 from . import WeightFormat, model_from_checkpoint, register_model, register_weight_format
-from .layers import DIV2K_RGB_MEAN, ChannelAttention, Upsampler
+from .layers import DIV2K_RGB_MEAN, ChannelAttention, Upsampler, channels_last_stage
 
 # %% auto #0
 __all__ = ['ResidualBlock', 'SRResNet', 'MSRResNet', 'EDSR', 'RCAB', 'ResidualGroup', 'RCAN', 'load_basicsr', 'macs_per_lr_pixel']
@@ -60,7 +60,7 @@ class SRResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feat = self.act_first(self.conv_first(x))
         feat = feat + self.conv_after_body(self.body(feat))
-        return self.conv_last(self.upsample(feat))
+        return channels_last_stage(feat, self.upsample, self.conv_last)   # the HR stage channels-last on the CPU
 
 class MSRResNet(nn.Module):
     "BasicSR's modified SRResNet: no batch norm, ReLU blocks, LeakyReLU(0.1), plus a bilinear upsampling of the input."
@@ -107,7 +107,7 @@ class _MeanRange(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_first(self._normalise(x))
         x = x + self.conv_after_body(self.body(x))
-        return self._denormalise(self.conv_last(self.upsample(x)))
+        return self._denormalise(channels_last_stage(x, self.upsample, self.conv_last))   # the HR stage channels-last on the CPU
 
 class EDSR(_MeanRange):
     "EDSR (Lim et al. 2017): residual blocks without batch norm, residual scaling, mean shift, pixel-shuffle upsampling."

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..core import CheckpointError, as_state_dict
 from . import WeightFormat, load_model, register_model, register_weight_format, rename_state_dict
 from .encoders import DegradationEncoder, SpatialDegradationEncoder, TimmDegradationEncoder
-from .layers import DIV2K_RGB_MEAN, MeanShift, Upsampler, default_conv
+from .layers import DIV2K_RGB_MEAN, MeanShift, Upsampler, channels_last_stage, default_conv
 
 # %% auto #0
 __all__ = ['DAChannelModulation', 'DAConv', 'DACrossAttention', 'DASpatialFusion', 'unit_rms', 'DABlock', 'DAGroup', 'DASR',
@@ -234,7 +234,7 @@ class DASR(nn.Module):
         res = x
         for group in self.body[:-1]: res = group(res, rep)
         res = self.body[-1](res) + x
-        return self.add_mean(self.tail(res)) / self.rgb_range
+        return channels_last_stage(res, self.tail, self.add_mean) / self.rgb_range   # the HR stage channels-last on the CPU
 
 # %% ../../nbs/12_dasr.ipynb #d981270c
 def _build_encoder(encoder_arch: str, width: int, rgb_range: float, encoder_stage: int, encoder_weights) -> nn.Module:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['DIV2K_RGB_MEAN', 'default_conv', 'MeanShift', 'Upsampler', 'ResBlock', 'ChannelAttention']
+__all__ = ['DIV2K_RGB_MEAN', 'default_conv', 'MeanShift', 'Upsampler', 'channels_last_stage', 'ResBlock', 'ChannelAttention']
 
 # %% ../../nbs/10_layers.ipynb #bdf25f09
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)  # mean colour of the DIV2K training set, used by EDSR, RCAN and DASR
@@ -77,6 +77,16 @@ class Upsampler(nn.Sequential):
             if isinstance(nxt, nn.PixelShuffle) and _plain_conv(m): x, i = _conv_shuffle(m, x, nxt.upscale_factor), i + 2
             else: x, i = m(x), i + 1
         return x
+
+# %% ../../nbs/10_layers.ipynb #8d254085
+def channels_last_stage(x: Tensor, *modules: nn.Module) -> Tensor:
+    "`modules` applied in turn to `x`, channels-last on the CPU; the result in `x`'s layout (see the text above)."
+    if x.device.type != 'cpu' or x.ndim != 4 or (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        for m in modules: x = m(x)
+        return x
+    y = x.contiguous(memory_format=torch.channels_last)
+    for m in modules: y = m(y)
+    return y.contiguous()
 
 # %% ../../nbs/10_layers.ipynb #754e0ab7
 class ResBlock(nn.Module):
