@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUNS ?= runs
+OFFICIAL_DASR ?=
 
 .PHONY: install demo figures representation representation-pool representation-sr ablation ablation-extra pcl hisr tiles test export check-export docs check-site lab bench clean
 
@@ -158,7 +159,10 @@ tiles: install
 bench: install
 	$(PY) benchmarks/degradation.py
 	$(PY) benchmarks/large_image.py
+	$(PY) benchmarks/large_image.py --cli ../shared/golden/dasr/dasr_official_x4_state.pt
 	$(PY) benchmarks/train_step.py
+	@if [ -d "$(OFFICIAL_DASR)" ]; then $(PY) benchmarks/official_dasr.py --official "$(OFFICIAL_DASR)"; \
+	else echo "benchmarks/official_dasr.py skipped: set OFFICIAL_DASR=/path/to/an/export/of/LongguangWang/DASR"; fi
 
 clean:
 	rm -rf _proc _docs site $(RUNS)

@@ -11,15 +11,29 @@ gives:
 The LR images are crops and tilings of a real photograph (scikit-image's astronaut), so the content is natural at
 every size.
 
+With --cli CHECKPOINT it measures the command line instead, as a user runs it: a 1920x1080 PNG (--cli-size; the same
+photograph tiled) upscaled by `/usr/bin/time -v blindsr upscale IMAGE -o DIR -c CHECKPOINT` with default options, --repeats
+times, each run in its own process: wall time and peak RSS as /usr/bin/time reports them (median, min, max), the
+precision and plan the command printed, and the PSNR of its 8-bit output against the fp32 result of the same
+checkpoint with the fewest tiles that fit in --ref-budget-mb (computed in this process after the timed runs; fp32
+untiled at 1920x1080 would need about 20 GB).
+
 Run: python benchmarks/large_image.py [--model dasr_x4] [--budget-mb 2048] [--precision auto|fp32|bf16] [--untiled-max 300000]
      /usr/bin/time -v python benchmarks/large_image.py --case 1920x1080   (one case, for an external RSS reading)
+     python benchmarks/large_image.py --cli ../shared/golden/dasr/dasr_official_x4_state.pt [--cli-size 1920x1080] [--repeats 3] [--ref-budget-mb 12288]
 """
 import argparse
 import json
+import os
+import re
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 SIZES = {'512x512': (512, 512), '1024x1024': (1024, 1024), '1920x1080': (1080, 1920)}
 
@@ -71,6 +85,58 @@ def one_case(name, model_name, budget_mb, precision, untiled, seed=0):
     print(json.dumps(res), flush=True)
 
 
+def _time_v(stderr):
+    "(wall seconds, peak RSS bytes) from the report of `/usr/bin/time -v`."
+    wall = re.search(r'Elapsed \(wall clock\) time.*?: (?:(\d+):)?(\d+):([\d.]+)', stderr)
+    rss = re.search(r'Maximum resident set size \(kbytes\): (\d+)', stderr)
+    if not (wall and rss): raise RuntimeError(f"no wall time / peak RSS in the output of /usr/bin/time -v:\n{stderr[-1500:]}")
+    h, m, sec = wall.groups()
+    return int(h or 0) * 3600 + int(m) * 60 + float(sec), int(rss.group(1)) * 1024
+
+
+def cli_case(checkpoint, repeats, ref_budget_mb, size='1920x1080'):
+    "The command line on a `size` (WxH) PNG: `/usr/bin/time -v blindsr upscale` `repeats` times, then the PSNR to an fp32 reference."
+    import numpy as np
+    import torch
+    from skimage import io as skio
+    from blindsr.inference import auto_plan, upscale
+    from blindsr.metrics import psnr
+    from blindsr.models import load_model
+    timer = shutil.which('time', path='/usr/bin') or sys.exit("--cli needs /usr/bin/time (Debian: apt install time)")
+    exe = Path(sys.executable).with_name('blindsr')
+    exe = str(exe) if exe.exists() else (shutil.which('blindsr') or sys.exit("--cli: no `blindsr` command next to this Python or on PATH"))
+    if not Path(checkpoint).is_file(): sys.exit(f"--cli: checkpoint {checkpoint} is not a file")
+    w, h = (int(v) for v in size.split('x'))
+    x = lr_image(h, w)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f'{size}.png'
+        skio.imsave(src, (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), check_contrast=False)
+        runs, said = [], ''
+        for r in range(repeats):
+            out_dir = Path(tmp) / f'out{r}'
+            p = subprocess.run([timer, '-v', exe, 'upscale', str(src), '-o', str(out_dir), '-c', str(checkpoint)],
+                               capture_output=True, text=True)
+            if p.returncode: sys.exit(f"blindsr upscale failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+            runs.append(_time_v(p.stderr))
+            said = '\n'.join([p.stdout.strip()] + [l for l in p.stderr.splitlines() if l.strip() and not l.startswith('\t') and '%|' not in l])
+            print(f"run {r + 1}/{repeats}: {runs[-1][0]:.1f} s, peak RSS {runs[-1][1] / 2 ** 30:.2f} GiB", flush=True)
+        got = torch.from_numpy(skio.imread(out_dir / src.name)).permute(2, 0, 1).float() / 255
+    net = load_model(checkpoint).eval()
+    plan = auto_plan(net, h, w, int(ref_budget_mb * 2 ** 20))
+    t0 = time.perf_counter()
+    ref = upscale(net, x, precision='fp32', channels_last=False, plan=plan).clamp(0, 1)
+    walls, rsss = [r[0] for r in runs], [r[1] / 2 ** 30 for r in runs]
+    res = {'case': size, 'checkpoint': str(checkpoint), 'repeats': repeats, 'wall_s_median': round(statistics.median(walls), 1),
+           'wall_s_min': round(min(walls), 1), 'wall_s_max': round(max(walls), 1), 'peak_rss_gib_median': round(statistics.median(rsss), 2),
+           'peak_rss_gib_max': round(max(rsss), 2), 'ref_tiles': f"{len(plan.rows)}x{len(plan.cols)}",
+           'ref_s': round(time.perf_counter() - t0, 1), 'psnr_vs_fp32_ref_db': round(psnr(got, ref, data_range=1.0).item(), 2)}
+    print(f"the command said:\n{said.strip()}\n")
+    print(json.dumps(res))
+    print(f"\n`blindsr upscale` {size} x4, defaults: wall {res['wall_s_median']} s (min {res['wall_s_min']}, max {res['wall_s_max']}), "
+          f"peak RSS {res['peak_rss_gib_median']} GiB (max {res['peak_rss_gib_max']}), 8-bit output {res['psnr_vs_fp32_ref_db']} dB "
+          f"from the fp32 result of {res['ref_tiles']} tiles")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--model', default='dasr_x4')
@@ -78,7 +144,14 @@ def main():
     ap.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'], help="auto: the CLI's default choice")
     ap.add_argument('--untiled-max', type=int, default=300_000, help='run untiled fp32 up to this many LR pixels (about 10 KB each)')
     ap.add_argument('--case', choices=list(SIZES), default=None, help='run only this case, in this process')
+    ap.add_argument('--cli', default=None, metavar='CHECKPOINT', help='measure `blindsr upscale` of a 1920x1080 PNG with this checkpoint instead')
+    ap.add_argument('--cli-size', default='1920x1080', metavar='WxH', help='--cli: the LR image size (default 1920x1080)')
+    ap.add_argument('--repeats', type=int, default=3, help='--cli: runs of the command (default 3)')
+    ap.add_argument('--ref-budget-mb', type=float, default=12288, help="--cli: memory budget of the fp32 reference (default 12288: few tiles)")
     a = ap.parse_args()
+    if a.repeats < 1: ap.error(f"--repeats must be at least 1, got {a.repeats}")
+    if not re.fullmatch(r'[1-9]\d*x[1-9]\d*', a.cli_size): ap.error(f"--cli-size must be WxH in pixels, e.g. 1920x1080, got {a.cli_size!r}")
+    if a.cli: return cli_case(a.cli, a.repeats, a.ref_budget_mb, a.cli_size)
     if a.case:
         h, w = SIZES[a.case]
         return one_case(a.case, a.model, a.budget_mb, a.precision, h * w <= a.untiled_max)

@@ -87,3 +87,33 @@ def test_official_dasr_calls_blindsrs_allocator_tuning_if_any(monkeypatch):
     monkeypatch.setattr(blindsr.core, 'tune_allocator', lambda: {'MALLOC_TRIM_THRESHOLD_': 1 << 30, 'other': 1}, raising=False)
     r = official_dasr.blindsr_allocator()
     assert r['called'] == 'tune_allocator' and r['malloc_env'] == {'MALLOC_TRIM_THRESHOLD_': str(1 << 30)}
+
+
+import large_image   # noqa: E402
+
+
+def test_large_image_reads_the_report_of_time_v():
+    report = ("\tCommand being timed: \"blindsr upscale x.png\"\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.35\n"
+              "\tMaximum resident set size (kbytes): 2000000\n")
+    assert large_image._time_v(report) == (62.35, 2000000 * 1024)
+    assert large_image._time_v(report.replace('1:02.35', '1:00:02.5'))[0] == 3602.5
+    with pytest.raises(RuntimeError, match='no wall time'): large_image._time_v('killed')
+
+
+@pytest.mark.skipif(not Path('/usr/bin/time').exists(), reason='needs /usr/bin/time')
+def test_large_image_cli_measures_the_command_on_a_small_photo(golden_dir):
+    ckpt = golden_dir / 'dasr' / 'dasr_official_x4_state.pt'
+    p = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'large_image.py'), '--cli', str(ckpt), '--cli-size', '96x64',
+                        '--repeats', '2'], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(next(l for l in p.stdout.splitlines() if l.startswith('{')))
+    assert res['case'] == '96x64' and res['repeats'] == 2 and res['ref_tiles'] == '1x1'
+    assert 0 < res['wall_s_min'] <= res['wall_s_median'] <= res['wall_s_max'] and 0.1 < res['peak_rss_gib_max'] < 4
+    assert res['psnr_vs_fp32_ref_db'] > 45      # the default precision against fp32, after 8-bit rounding
+    assert 'blindsr: ' in p.stdout               # what the command said it chose
+
+
+@pytest.mark.parametrize('args, message', [(['--cli-size', '1920'], '--cli-size must be WxH'), (['--repeats', '0'], '--repeats must be')])
+def test_large_image_rejects_bad_cli_arguments(args, message):
+    p = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'large_image.py'), '--cli', 'x.pt', *args], capture_output=True, text=True)
+    assert p.returncode == 2 and message in p.stderr
