@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import glob
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from .models import load_model
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'SCENE_SUFFIXES', 'CUBE_SUFFIXES', 'expand_inputs', 'upscale_file', 'main', 'read_fusion_scene',
-           'expand_scenes', 'fuse_scene', 'NotebookError', 'notebook_code_until', 'notebook_code_until_training',
-           'run_notebook_code', 'run_notebook_worker']
+__all__ = ['IMAGE_SUFFIXES', 'SCENE_SUFFIXES', 'CUBE_SUFFIXES', 'expand_inputs', 'output_paths', 'check_writable_dir',
+           'upscale_file', 'main', 'read_fusion_scene', 'expand_scenes', 'fuse_scene', 'NotebookError',
+           'notebook_code_until', 'notebook_code_until_training', 'run_notebook_code', 'run_notebook_worker']
 
 # %% ../nbs/40_cli.ipynb #c2de7246
 def expand_inputs(items) -> list[Path]:
@@ -36,6 +37,31 @@ def expand_inputs(items) -> list[Path]:
             if m not in out: out.append(m)
     return out
 
+def output_paths(files, out_dir) -> list[Path]:
+    """`out_dir/<name>` for each input, checked before any work: two inputs that would write one output, or an output
+    that is one of the inputs (even with `--overwrite`: an input is never replaced), raise ValueError naming both."""
+    out_dir = Path(out_dir)
+    inputs = {Path(os.path.realpath(f)): f for f in files}
+    taken, outs = {}, []
+    for f in files:
+        dst = out_dir / Path(f).name
+        key = Path(os.path.realpath(dst))
+        if key in taken: raise ValueError(f"{taken[key]} and {f} would both be written to {dst}; upscale them into different folders")
+        if key in inputs: raise ValueError(f"{dst}: the output of {f} would replace the input {inputs[key]}; choose another --out-dir")
+        taken[key] = f
+        outs.append(dst)
+    return outs
+
+def check_writable_dir(folder) -> Path:
+    "Create `folder` if needed and check that a file can be written in it, before any work; OSError names the folder."
+    import tempfile
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e: raise OSError(e.errno, f"{folder}: cannot write outputs there ({e.strerror or e})") from None
+    return folder
+
 def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -> Path:
     "Upscale one image file into `dst`, keeping bit depth, gray and alpha; refuses to overwrite unless asked."
     if dst.exists() and not overwrite: raise FileExistsError(f"{dst}: exists; pass --overwrite to replace it")
@@ -43,7 +69,10 @@ def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -
     sr = upscale(net, img, **kwargs).clamp_(0, 1)   # in place: the output is the largest thing in memory
     if info.mode == 'P': info.mode = 'RGBA' if info.alpha is not None else 'RGB'   # no palette for a new image
     dst.parent.mkdir(parents=True, exist_ok=True)
-    return write_image(dst, sr, info)
+    try: return write_image(dst, sr, info)
+    except OSError as e:   # e.g. ENOSPC: say which file (nothing half-written remains: the write is atomic)
+        if str(dst) in str(e): raise
+        raise OSError(e.errno, f"{dst}: could not be written ({e.strerror or e})") from None
 
 # %% ../nbs/40_cli.ipynb #e32fb328
 def _tiling_options(p: argparse.ArgumentParser, unit: str, budget: float, budget_help: str, precisions=PRECISIONS, precision_help=''):
@@ -62,7 +91,8 @@ def _tiling_error(args) -> str | None:
     for name in ('tile', 'overlap', 'pad'):
         v = getattr(args, name)
         if v is not None and v < (1 if name == 'tile' else 0): return f"--{name} must be {'>= 1' if name == 'tile' else '>= 0'}, got {v}"
-    if not args.memory_budget > 0: return f"--memory-budget must be > 0 MB, got {args.memory_budget}"
+    if not (math.isfinite(args.memory_budget) and args.memory_budget > 0):
+        return f"--memory-budget must be a finite number of MB > 0, got {args.memory_budget}"
     if args.tile is not None and args.overlap >= args.tile: return f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})"
     return None
 
@@ -132,11 +162,12 @@ def main(argv=None) -> int:
     if hasattr(net, 'n_bands'):
         print(f"blindsr: error: {args.checkpoint}: holds a fusion network ({type(net).__name__}: RGB + LR HSI in); use blindsr fuse", file=sys.stderr); return 2
     files = expand_inputs(args.inputs)
+    try: dsts, _ = output_paths(files, args.out_dir), check_writable_dir(args.out_dir)
+    except (ValueError, OSError) as e: print(f"blindsr: error: {e}", file=sys.stderr); return 2
     if not args.quiet: print(f"blindsr: {precision}{' with channels-last' if channels_last else ''} on {device}; "
                              + (f"tiles of at most {args.tile} px" if args.tile else f"tiles planned within {args.memory_budget:.0f} MB per image"))
-    out_dir, failed = Path(args.out_dir), []
-    for i, src in enumerate(files, 1):
-        dst = out_dir / src.name
+    failed = []
+    for i, (src, dst) in enumerate(zip(files, dsts), 1):
         try:
             upscale_file(net, src, dst, args.overwrite, tile=args.tile, overlap=args.overlap, pad=args.pad,
                          precision=precision, device=device, channels_last=channels_last,

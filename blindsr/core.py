@@ -331,10 +331,14 @@ def launcher_rank() -> int:
 
 def default_device(prefer: str | None = None) -> torch.device:
     "The device to compute on: `prefer`, else `$BLINDSR_DEVICE`, else CUDA, MPS or CPU, whichever is available first."
+    if prefer is not None and not str(prefer).strip(): raise ValueError("device must name a device ('cpu', 'cuda', 'cuda:1', ...) or be None, got ''")
     want = prefer or os.environ.get('BLINDSR_DEVICE')
     if want:
-        dev = torch.device(want)
+        try: dev = torch.device(want)
+        except (RuntimeError, TypeError) as e: raise ValueError(f"device {want!r} is not a device torch knows ({e})") from None
         if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device '{want}' requested but CUDA is not available")
+        if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{want}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
         return dev
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')

@@ -103,3 +103,58 @@ def test_checkpoint_errors(tmp_path, images, ckpt):
     assert r.returncode == 0, r.stderr
     r = run('upscale', images / 'rgb.png', '-o', tmp_path / 'auto', '-c', ckpt / 'rcan_basicsr.pth', '-q')   # the architecture from the keys
     assert r.returncode == 0 and read_image(tmp_path / 'auto' / 'rgb.png')[0].shape == (3, 40, 48), r.stderr
+
+
+def main_in_process(capsys, args):
+    "(exit code, stderr) of `blindsr ARGS` run by `blindsr.cli.main` here; argparse's errors exit 2 by SystemExit."
+    from blindsr import cli
+    try: code = cli.main([str(a) for a in args])
+    except SystemExit as e: code = e.code
+    return code, capsys.readouterr().err
+
+
+def _bad_spec_checkpoint(path):
+    save_checkpoint(path, {'format': INFERENCE_FORMAT, 'model_spec': {'name': 'no_such_model', 'kwargs': {}},
+                           'state_dict': {}, 'step': 0, 'best_score': math.nan})
+    return path
+
+
+@pytest.mark.parametrize('option', [
+    ['-o', '{file}'], ['-c', '{tmp}/missing.pt'], ['-c', '{badspec}'], ['-c', '{file}'], ['-m', 'no_such_arch'],
+    ['-s', '0'], ['-s', '-2'], ['-s', 'x'], ['-s', '3'], ['--tile', '0'], ['--tile', '-8'], ['--tile', 'x'],
+    ['--overlap', '-1'], ['--overlap', 'x'], ['--pad', '-1'], ['--memory-budget', '-1'], ['--memory-budget', '0'],
+    ['--memory-budget', 'nan'], ['--memory-budget', 'inf'], ['--memory-budget', 'x'], ['--precision', 'fp64'],
+    ['--precision', 'fp16'], ['--device', 'cuda:99'], ['--device', 'tpu'], ['--device', ''], ['--channels-last=yes'],
+    ['--no-such-option']])
+def test_every_bad_upscale_argument_is_a_named_error_with_exit_2(tmp_path, images, ckpt, option, capsys):
+    """Each option with an invalid value: exit 2, one message naming the option or file, no traceback, nothing written."""
+    (tmp_path / 'afile').write_text('not a folder')
+    fill = {'file': tmp_path / 'afile', 'tmp': tmp_path, 'badspec': _bad_spec_checkpoint(tmp_path / 'badspec.pt')}
+    option = [o.format(**fill) for o in option]
+    args = ['upscale', images / 'rgb.png', '-c', ckpt / 'tiny.pt', '-o', tmp_path / 'out', *option]
+    if option == ['--precision', 'fp16'] and torch.cuda.is_available(): pytest.skip('fp16 is valid on CUDA')
+    code, err = main_in_process(capsys, args)   # in this process: an exception would be the user's traceback
+    assert code == 2, (option, code, err[-1500:])
+    assert 'error' in err, (option, err[-1500:])
+    assert not (tmp_path / 'out').exists() or not any((tmp_path / 'out').iterdir())
+
+
+def test_output_collisions_and_inputs_are_refused_before_any_work(tmp_path, images, ckpt):
+    (tmp_path / 'other').mkdir()
+    write_image(tmp_path / 'other' / 'rgb.png', torch.rand(3, 8, 8))
+    r = run('upscale', images / 'rgb.png', tmp_path / 'other' / 'rgb.png', '-o', tmp_path / 'out', '-c', ckpt / 'tiny.pt', '--overwrite')
+    assert r.returncode == 2 and 'would both be written to' in r.stderr and str(images / 'rgb.png') in r.stderr
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    r = run('upscale', images, '-o', images, '-c', ckpt / 'tiny.pt', '--overwrite')
+    assert r.returncode == 2 and 'would replace the input' in r.stderr
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before      # the inputs untouched
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, images, ckpt, monkeypatch):
+    import errno
+    import blindsr.core
+    from blindsr import cli
+    def full(path, data, *a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(blindsr.core, 'atomic_write_bytes', full)
+    code = cli.main(['upscale', str(images / 'rgb.png'), '-o', str(tmp_path / 'out'), '-c', str(ckpt / 'tiny.pt'), '-q'])
+    assert code == 1 and list((tmp_path / 'out').iterdir()) == []
