@@ -120,17 +120,25 @@ def cli_case(checkpoint, repeats, ref_budget_mb, size='1920x1080'):
             runs.append(_time_v(p.stderr))
             said = '\n'.join([p.stdout.strip()] + [l for l in p.stderr.splitlines() if l.strip() and not l.startswith('\t') and '%|' not in l])
             print(f"run {r + 1}/{repeats}: {runs[-1][0]:.1f} s, peak RSS {runs[-1][1] / 2 ** 30:.2f} GiB", flush=True)
-        got = torch.from_numpy(skio.imread(out_dir / src.name)).permute(2, 0, 1).float() / 255
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = None   # the outputs this script writes are large on purpose
+        with Image.open(out_dir / src.name) as im: out_size = im.size
+        if out_size != (4 * w, 4 * h): sys.exit(f"blindsr upscale wrote a {out_size[0]}x{out_size[1]} image, expected {4 * w}x{4 * h}")
+        got = torch.from_numpy(skio.imread(out_dir / src.name)).permute(2, 0, 1).float() / 255 if ref_budget_mb > 0 else None
+    walls, rsss = [r[0] for r in runs], [r[1] / 2 ** 30 for r in runs]
+    res = {'case': size, 'checkpoint': str(checkpoint), 'repeats': repeats, 'wall_s_median': round(statistics.median(walls), 1),
+           'wall_s_min': round(min(walls), 1), 'wall_s_max': round(max(walls), 1), 'peak_rss_gib_median': round(statistics.median(rsss), 2),
+           'peak_rss_gib_max': round(max(rsss), 2)}
+    print(f"the command said:\n{said.strip()}\n")
+    if ref_budget_mb <= 0:   # no reference: time and memory only (e.g. sizes whose fp32 reference would not fit)
+        print(json.dumps(res))
+        return print(f"\n`blindsr upscale` {size} x4, defaults: wall {res['wall_s_median']} s, peak RSS {res['peak_rss_gib_max']} GiB")
     net = load_model(checkpoint).eval()
     plan = auto_plan(net, h, w, int(ref_budget_mb * 2 ** 20))
     t0 = time.perf_counter()
     ref = upscale(net, x, precision='fp32', channels_last=False, plan=plan).clamp(0, 1)
-    walls, rsss = [r[0] for r in runs], [r[1] / 2 ** 30 for r in runs]
-    res = {'case': size, 'checkpoint': str(checkpoint), 'repeats': repeats, 'wall_s_median': round(statistics.median(walls), 1),
-           'wall_s_min': round(min(walls), 1), 'wall_s_max': round(max(walls), 1), 'peak_rss_gib_median': round(statistics.median(rsss), 2),
-           'peak_rss_gib_max': round(max(rsss), 2), 'ref_tiles': f"{len(plan.rows)}x{len(plan.cols)}",
-           'ref_s': round(time.perf_counter() - t0, 1), 'psnr_vs_fp32_ref_db': round(psnr(got, ref, data_range=1.0).item(), 2)}
-    print(f"the command said:\n{said.strip()}\n")
+    res.update(ref_tiles=f"{len(plan.rows)}x{len(plan.cols)}", ref_s=round(time.perf_counter() - t0, 1),
+               psnr_vs_fp32_ref_db=round(psnr(got, ref, data_range=1.0).item(), 2))
     print(json.dumps(res))
     print(f"\n`blindsr upscale` {size} x4, defaults: wall {res['wall_s_median']} s (min {res['wall_s_min']}, max {res['wall_s_max']}), "
           f"peak RSS {res['peak_rss_gib_median']} GiB (max {res['peak_rss_gib_max']}), 8-bit output {res['psnr_vs_fp32_ref_db']} dB "
@@ -147,7 +155,7 @@ def main():
     ap.add_argument('--cli', default=None, metavar='CHECKPOINT', help='measure `blindsr upscale` of a 1920x1080 PNG with this checkpoint instead')
     ap.add_argument('--cli-size', default='1920x1080', metavar='WxH', help='--cli: the LR image size (default 1920x1080)')
     ap.add_argument('--repeats', type=int, default=3, help='--cli: runs of the command (default 3)')
-    ap.add_argument('--ref-budget-mb', type=float, default=12288, help="--cli: memory budget of the fp32 reference (default 12288: few tiles)")
+    ap.add_argument('--ref-budget-mb', type=float, default=12288, help="--cli: memory budget of the fp32 reference (default 12288: few tiles; 0: no reference)")
     a = ap.parse_args()
     if a.repeats < 1: ap.error(f"--repeats must be at least 1, got {a.repeats}")
     if not re.fullmatch(r'[1-9]\d*x[1-9]\d*', a.cli_size): ap.error(f"--cli-size must be WxH in pixels, e.g. 1920x1080, got {a.cli_size!r}")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from .core import (PRECISIONS, CheckpointError, ImageFileError, check_precision, fastest_precision, launcher_rank,
                           read_image, write_image)
-from .inference import auto_tile_fusion, fuse_tiled, upscale
+from .inference import auto_tile_fusion, fuse_tiled, upscale, upscale_rows
 from .models import load_model
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'SCENE_SUFFIXES', 'CUBE_SUFFIXES', 'expand_inputs', 'output_paths', 'check_writable_dir',
+__all__ = ['IMAGE_SUFFIXES', 'MAX_SIDE', 'SCENE_SUFFIXES', 'CUBE_SUFFIXES', 'expand_inputs', 'output_paths', 'check_writable_dir',
            'upscale_file', 'main', 'read_fusion_scene', 'expand_scenes', 'fuse_scene', 'NotebookError',
            'notebook_code_until', 'notebook_code_until_training', 'run_notebook_code', 'run_notebook_worker']
 
@@ -62,14 +62,47 @@ def check_writable_dir(folder) -> Path:
     except OSError as e: raise OSError(e.errno, f"{folder}: cannot write outputs there ({e.strerror or e})") from None
     return folder
 
+MAX_SIDE = {'.jpg': 65535, '.jpeg': 65535, '.webp': 16383}   # pixels a side these formats can hold
+
+def _alpha_rows(alpha, s: int, row: int, n: int):
+    "Output rows row..row+n-1 of the bicubic x`s` upscaling of `alpha` (1, h, w), from the LR rows they need (3 margin)."
+    import torch.nn.functional as F
+    a0, a1 = max(0, row // s - 3), min(alpha.shape[1], -(-(row + n) // s) + 3)
+    up = F.interpolate(alpha[None, :, a0:a1], scale_factor=s, mode='bicubic', align_corners=False)[0].clamp_(0, 1)
+    return up[:, row - a0 * s:row - a0 * s + n]
+
+def _write_png_streaming(net, img, info, dst: Path, s: int, **kwargs) -> Path:
+    "Upscale `img` into the PNG `dst` band by band (`upscale_rows` -> `write_png_rows`): the output is never whole in memory."
+    import torch
+    from blindsr.core import _to_gray, write_png_rows
+    gray, alpha = info.mode in ('L', 'LA'), info.alpha
+    _, bands = upscale_rows(net, img, **kwargs)
+    def rows():
+        for r, band in bands:
+            band = band.clamp_(0, 1)
+            if gray: band = _to_gray(band)
+            yield r, (band if alpha is None else torch.cat([band, _alpha_rows(alpha, s, r, band.shape[1])]))
+    h, w = img.shape[-2:]
+    return write_png_rows(dst, rows(), h * s, w * s, (1 if gray else 3) + (alpha is not None), info.bit_depth)
+
 def upscale_file(net, src: Path, dst: Path, overwrite: bool = False, **kwargs) -> Path:
-    "Upscale one image file into `dst`, keeping bit depth, gray and alpha; refuses to overwrite unless asked."
+    """Upscale one image file into `dst`, keeping bit depth, gray and alpha; refuses to overwrite unless asked, and an
+    output its format cannot hold before any work. PNG outputs are written row by row (any size in bounded memory)."""
     if dst.exists() and not overwrite: raise FileExistsError(f"{dst}: exists; pass --overwrite to replace it")
     img, info = read_image(src)                                     # gray replicated to RGB; alpha kept aside
-    sr = upscale(net, img, **kwargs).clamp_(0, 1)   # in place: the output is the largest thing in memory
+    s, (h, w), ext = getattr(net, 'scale', None), img.shape[-2:], dst.suffix.lower()
+    if s and ext in MAX_SIDE and max(h, w) * s > MAX_SIDE[ext]:
+        raise ValueError(f"{dst}: {ext[1:].upper()} holds at most {MAX_SIDE[ext]} pixels a side; the x{s} output would be "
+                         f"{w * s}x{h * s}: convert the input to PNG, which has no such limit")
     if info.mode == 'P': info.mode = 'RGBA' if info.alpha is not None else 'RGB'   # no palette for a new image
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try: return write_image(dst, sr, info)
+    try:
+        if s and ext == '.png': return _write_png_streaming(net, img, info, dst, int(s), **kwargs)
+        try: sr = upscale(net, img, **kwargs).clamp_(0, 1)   # in place: the output is the largest thing in memory
+        except ValueError as e:
+            if 'cannot hold the' not in str(e): raise
+            raise ValueError(f"{e} (a PNG output is written row by row and needs no room for the whole image)") from None
+        return write_image(dst, sr, info)
     except OSError as e:   # e.g. ENOSPC: say which file (nothing half-written remains: the write is atomic)
         if str(dst) in str(e): raise
         raise OSError(e.errno, f"{dst}: could not be written ({e.strerror or e})") from None

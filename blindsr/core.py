@@ -5,13 +5,16 @@
 # %% ../nbs/00_core.ipynb #8ab66098
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import random
+import struct
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +22,14 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'PRECISIONS', 'ensure_torchvision_importable', 'ImageFileError',
-           'CheckpointError', 'ImageInfo', 'read_image', 'atomic_write_bytes', 'atomic_write_csv', 'write_image',
-           'read_checkpoint', 'as_state_dict', 'read_state_dict', 'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr',
-           'ycbcr_to_rgb', 'modcrop', 'seed_everything', 'seeded_generator', 'launched_by_torchrun', 'launcher_rank',
-           'default_device', 'check_precision', 'autocast', 'precision_bytes', 'fastest_precision', 'tune_allocator',
-           'default_cache_dir', 'datasets_dir', 'shared_dir', 'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range',
-           'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf', 'Check', 'Rule', 'check_parameters']
+__all__ = ['IMAGE_FORMATS', 'SIXTEEN_BIT_FORMATS', 'PNG_COLOR_TYPES', 'PRECISIONS', 'ensure_torchvision_importable',
+           'ImageFileError', 'CheckpointError', 'ImageInfo', 'read_image', 'atomic_open', 'atomic_write_bytes',
+           'atomic_write_csv', 'write_image', 'write_png_rows', 'read_checkpoint', 'as_state_dict', 'read_state_dict',
+           'image_to_tensor', 'tensor_to_image', 'rgb_to_ycbcr', 'ycbcr_to_rgb', 'modcrop', 'seed_everything',
+           'seeded_generator', 'launched_by_torchrun', 'launcher_rank', 'default_device', 'check_precision', 'autocast',
+           'precision_bytes', 'fastest_precision', 'tune_allocator', 'default_cache_dir', 'datasets_dir', 'shared_dir',
+           'Param', 'Int', 'Real', 'Flag', 'OneOf', 'Text', 'Range', 'File', 'Folder', 'ListOf', 'DictOf', 'AnyOf',
+           'Check', 'Rule', 'check_parameters']
 
 # %% ../nbs/00_core.ipynb #3db5ba93
 _TV_LIBRARY = None  # keeps our torchvision op definitions alive for the life of the process
@@ -149,19 +153,27 @@ def _umask() -> int:
     old = os.umask(0o022); os.umask(old)
     return old
 
-def atomic_write_bytes(path, data: bytes):
-    """Write `data` to `path` through a temporary file and `os.replace`, so readers never see a partial file; the file
-    gets the mode a plain `open` would give (0o666 less the umask), not the temporary file's owner-only 0o600."""
+@contextlib.contextmanager
+def atomic_open(path):
+    """A binary file to write that becomes `path` only when the block ends without error (flush, fsync, `os.replace`),
+    with the mode a plain `open` would give (0o666 less the umask); on any error, or a kill, `path` is untouched and the
+    temporary file is removed (a kill leaves it: `.NAME.*.tmp` beside `path`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            yield f
+            f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+
+def atomic_write_bytes(path, data: bytes):
+    """Write `data` to `path` through a temporary file and `os.replace` (`atomic_open`), so readers never see a partial
+    file; the file gets the mode a plain `open` would give, not the temporary file's owner-only 0o600."""
+    with atomic_open(path) as f: f.write(data)
 
 def atomic_write_csv(path, fields, rows):
     "Write `rows` (dicts) under the header `fields` to `path` atomically: missing values empty, other keys ignored."
@@ -226,6 +238,57 @@ def write_image(path, img: torch.Tensor, info: ImageInfo | None = None, bit_dept
     if fmt == 'WEBP' and quality >= 100: kw = {'lossless': True, 'exact': True}  # exact: keep colour under alpha 0
     pil.save(buf, format=fmt, **kw)
     atomic_write_bytes(path, buf.getvalue())
+    return path
+
+# %% ../nbs/00_core.ipynb #2702bc39
+PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}   # channels -> PNG colour type: gray, gray + alpha, RGB, RGBA
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+def _paeth_filtered(rows: np.ndarray, above: np.ndarray, bpp: int) -> bytes:
+    "Scanlines `rows` (n, L) uint8 under PNG filter 4 (Paeth), each behind its filter byte; `above`: the scanline before."
+    x = rows.astype(np.int16)
+    b = np.concatenate([above[None].astype(np.int16), x[:-1]])                 # up
+    a, c = np.zeros_like(x), np.zeros_like(x)
+    a[:, bpp:], c[:, bpp:] = x[:, :-bpp], b[:, :-bpp]                           # left, up-left
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    out = np.empty((len(rows), rows.shape[1] + 1), np.uint8)
+    out[:, 0], out[:, 1:] = 4, (x - pred) & 0xff
+    return out.tobytes()
+
+# %% ../nbs/00_core.ipynb #fbe2edce
+def write_png_rows(path, bands, height: int, width: int, channels: int = 3, bit_depth: int = 8,
+                   compress_level: int = 6) -> Path:
+    """Write the PNG `path` from `bands`: an iterable of `(row, band)`, `band` a float (channels, n, width) tensor in
+    [0, 1] holding rows row..row+n-1, top to bottom, `height` rows in all. Holds one band, never the image; atomic
+    (`atomic_open`). Errors name the file."""
+    path = Path(path)
+    if channels not in PNG_COLOR_TYPES: raise ImageFileError(f"{path}: a PNG has 1-4 channels, got {channels}")
+    if bit_depth not in (8, 16): raise ImageFileError(f"{path}: bit_depth must be 8 or 16, got {bit_depth}")
+    if not (0 < height < 2 ** 31 and 0 < width < 2 ** 31): raise ImageFileError(f"{path}: a PNG cannot be {width}x{height}")
+    if not path.parent.exists(): raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
+    bpp, z, done = channels * bit_depth // 8, zlib.compressobj(compress_level), 0
+    above = np.zeros(width * bpp, np.uint8)
+    step = max(1, (4 << 20) // (width * bpp))   # scanlines filtered at once: a few MB of temporaries
+    with atomic_open(path) as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, bit_depth, PNG_COLOR_TYPES[channels], 0, 0, 0)))
+        for row, band in bands:
+            band = torch.as_tensor(band)
+            if row != done or band.ndim != 3 or band.shape[0] != channels or band.shape[2] != width or done + band.shape[1] > height:
+                raise ImageFileError(f"{path}: expected rows from {done} as ({channels}, n, {width}), got rows from {row} "
+                                     f"as {tuple(band.shape)} (image {width}x{height})")
+            if not torch.isfinite(band).all(): raise ImageFileError(f"{path}: rows {row}.. contain NaN or infinite values")
+            q = _quantized(band.float().cpu(), bit_depth)                           # (n, width, channels)
+            lines = (q.astype('>u2').view(np.uint8) if bit_depth == 16 else q).reshape(len(q), -1)
+            for r in range(0, len(lines), step):
+                f.write(_png_chunk(b'IDAT', z.compress(_paeth_filtered(lines[r:r + step], above, bpp))))
+                above = lines[min(r + step, len(lines)) - 1]
+            done += len(q)
+        if done != height: raise ImageFileError(f"{path}: got {done} of {height} rows")
+        f.write(_png_chunk(b'IDAT', z.flush()) + _png_chunk(b'IEND', b''))
     return path
 
 # %% ../nbs/00_core.ipynb #bcbbab17

@@ -17,8 +17,9 @@ from .core import autocast, check_precision
 from .models import takes_representation
 
 # %% auto #0
-__all__ = ['WORKSPACE_BYTES', 'tile_starts', 'blend_ramp', 'axis_tiles', 'TilePlan', 'plan_tiles', 'global_representation',
-           'bytes_per_lr_pixel', 'auto_plan', 'upscale', 'fusion_bytes_per_pixel', 'auto_tile_fusion', 'fuse_tiled']
+__all__ = ['WORKSPACE_BYTES', 'BAND_COPIES', 'tile_starts', 'blend_ramp', 'axis_tiles', 'TilePlan', 'plan_tiles',
+           'global_representation', 'bytes_per_lr_pixel', 'auto_plan', 'upscale', 'upscale_rows',
+           'fusion_bytes_per_pixel', 'auto_tile_fusion', 'fuse_tiled']
 
 # %% ../nbs/33_inference.ipynb #0aae464b
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -146,15 +147,41 @@ def _footprint(model: nn.Module) -> float:
 WORKSPACE_BYTES = 64 << 20   # what a crop costs beyond its area: allocator arenas, oneDNN workspaces (measured 30-50 MB)
 
 def auto_plan(model: nn.Module, height: int, width: int, memory_budget: float = 2 << 30, overlap: int = 16, pad: int = 16,
-              scale: int | None = None, channels: int = 3) -> TilePlan:
-    "The tile plan of a `height` x `width` LR image whose output, input and largest crop fit `memory_budget` bytes."
+              scale: int | None = None, channels: int = 3, streaming: bool = False) -> TilePlan:
+    """The tile plan of a `height` x `width` LR image whose output, input and largest crop fit `memory_budget` bytes;
+    `streaming`: for `upscale_rows`, which holds one row of tiles' output instead of the whole output."""
     s = scale or getattr(model, 'scale', None) or 4
+    if streaming: return _streaming_plan(model, height, width, memory_budget, overlap, pad, s, channels)
     fixed = 4 * channels * height * width * (s * s + 1) + WORKSPACE_BYTES   # float32 output and input, library workspaces
     if fixed >= memory_budget:
         raise ValueError(f"memory budget {memory_budget / 2 ** 20:.0f} MB cannot hold the {s * height}x{s * width} float32 "
                          f"output of a {height}x{width} image ({fixed / 2 ** 20:.0f} MB with the input and workspaces); raise it")
     return plan_tiles(height, width, max_area=(memory_budget - fixed) / _footprint(model), overlap=overlap, pad=pad,
                       align=_tile_align(model))
+
+# %% ../nbs/33_inference.ipynb #4567b0c5
+BAND_COPIES = 3   # a streaming band is alive about three times over (see the text above)
+
+def _streaming_plan(model, height, width, memory_budget, overlap, pad, s, channels) -> TilePlan:
+    fixed = 4 * channels * height * width + WORKSPACE_BYTES   # the float32 input and library workspaces
+    row_bytes = BAND_COPIES * 4 * channels * s * s * width     # one LR row of a band: s output rows, full width
+    a, fp = _tile_align(model), _footprint(model)
+    ys, xs = _axis_options(height, overlap, pad, a, 32), _axis_options(width, overlap, pad, a, 32)
+    best = None
+    for _, rows, cy in ys:
+        left = memory_budget - fixed - row_bytes * max(n for _, n in rows)
+        if left <= 0: continue
+        for _, cols, cx in xs:   # the fewest columns whose crop fits: total(cx) grows with their number
+            if _longest(cy) * _longest(cx) * fp <= left:
+                key = (_total(cy) * _total(cx), len(rows) * len(cols))
+                if best is None or key < best[0]: best = (key, rows, cols, cy, cx)
+                break
+    if best is None:
+        need = fixed + row_bytes * min(max(n for _, n in r) for _, r, _ in ys) + fp * 32 * 32
+        raise ValueError(f"memory budget {memory_budget / 2 ** 20:.0f} MB cannot hold the input of a {height}x{width} image "
+                         f"and one row of tiles of its {s * height}x{s * width} output (at least {need / 2 ** 20:.0f} MB); raise it")
+    _, rows, cols, cy, cx = best
+    return TilePlan(height, width, rows, cols, cy, cx)
 
 # %% ../nbs/33_inference.ipynb #313f8a6b
 def _axis_weights(tiles, overlap: int, s: int, length: int) -> list[Tensor]:
@@ -173,14 +200,10 @@ def _check_upscale_model(model):
                          f"model.for_condition({{'sigma': ...}}) instead")
 
 # %% ../nbs/33_inference.ipynb #3b3523b8
-@torch.no_grad()
-def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: int = 16, pad: int = 16,
-            precision: str = 'fp32', device=None, channels_last: bool = False, memory_budget: float = 2 << 30,
-            progress: bool = False, blend: bool = True, plan: TilePlan | None = None) -> Tensor:
-    """Super-resolve `image` (C, h, w) or (1, C, h, w) in [0, 1] with `model` tile by tile; returns (C, s*h, s*w) float32.
-    Tiles: `plan`, else tiles of at most `tile` LR pixels a side, else `auto_plan` within `memory_budget` bytes;
-    `overlap` blended pixels, `pad` extra context per inner side; `blend=False` pastes tiles without overlap or context
-    (the naive tiling, for comparison)."""
+def _blended_tiles(model, image, tile, overlap, pad, precision, device, channels_last, memory_budget, progress, blend,
+                   plan, streaming):
+    """Checks everything, plans, and returns `(H, W, tiles)`: `tiles` yields `(i, (r0, r1, c0, c1), sr, w)` per tile
+    in row-major order: output rows r0:r1 and columns c0:c1 receive `sr * w` (blend weights that sum to one)."""
     _check_upscale_model(model)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"upscale: image must be (C, h, w) or (1, C, h, w), got {tuple(image.shape)}")
@@ -195,34 +218,79 @@ def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: i
         try: plan = plan_tiles(H, W, tile=tile, overlap=overlap, pad=pad, align=_tile_align(model))
         except ValueError as e: raise ValueError(f"upscale: {str(e).removeprefix('plan_tiles: ')}") from None
     if plan is None:
-        try: plan = auto_plan(model, H, W, memory_budget, overlap, pad, channels=C)
+        try: plan = auto_plan(model, H, W, memory_budget, overlap, pad, channels=C, streaming=streaming)
         except ValueError as e: raise ValueError(f"upscale: {e}") from None
     if (plan.height, plan.width) != (H, W): raise ValueError(f"upscale: the plan is for {plan.height}x{plan.width}, the image is {H}x{W}")
     x = x.to(dev, torch.float32)
-    rep = None
-    if takes_representation(model):   # one representation for the whole image, shared by the tiles
-        with autocast(precision, dev): rep = global_representation(model, x)
-    def run(t):
-        if channels_last: t = t.contiguous(memory_format=torch.channels_last)
-        with autocast(precision, dev):
-            out = model.sr_net(t, rep.to(t.dtype) if rep.dtype != t.dtype else rep) if rep is not None else model(t)
-        return out.float()
-    from tqdm.auto import tqdm
-    bar = tqdm(total=plan.n_tiles, desc='tiles', disable=not progress, leave=False)
-    out = wy = wx = None
-    for (y, th), (y0, y1), i in zip(plan.rows, plan.row_crops, range(len(plan.rows))):
-        for (x0, tw), (x00, x1), j in zip(plan.cols, plan.col_crops, range(len(plan.cols))):
-            sr = run(x[..., y0:y1, x00:x1])
-            if out is None:   # the scale and channels of the output are known after the first tile
-                s = s or sr.shape[-1] // (x1 - x00)
-                out = torch.zeros(sr.shape[1], H * s, W * s, device=dev)
-                wy, wx = _axis_weights(plan.rows, overlap, s, H), _axis_weights(plan.cols, overlap, s, W)
-            sr = sr[0, :, (y - y0) * s:(y - y0 + th) * s, (x0 - x00) * s:(x0 - x00 + tw) * s]
-            w = wy[i].to(dev)[:, None] * wx[j].to(dev)[None]
-            out[:, y * s:(y + th) * s, x0 * s:(x0 + tw) * s].addcmul_(sr, w)
-            bar.update(1)
-    bar.close()
+
+    @torch.no_grad()   # for each step of the generator, not only while it is made
+    def tiles():
+        rep = None
+        if takes_representation(model):   # one representation for the whole image, shared by the tiles
+            with autocast(precision, dev): rep = global_representation(model, x)
+        def run(t):
+            if channels_last: t = t.contiguous(memory_format=torch.channels_last)
+            with autocast(precision, dev):
+                out = model.sr_net(t, rep.to(t.dtype) if rep.dtype != t.dtype else rep) if rep is not None else model(t)
+            return out.float()
+        from tqdm.auto import tqdm
+        bar, k, wy, wx = tqdm(total=plan.n_tiles, desc='tiles', disable=not progress, leave=False), s, None, None
+        for (y, th), (y0, y1), i in zip(plan.rows, plan.row_crops, range(len(plan.rows))):
+            for (x0, tw), (x00, x1), j in zip(plan.cols, plan.col_crops, range(len(plan.cols))):
+                sr = run(x[..., y0:y1, x00:x1])
+                if wy is None:   # the scale is known after the first tile
+                    k = k or sr.shape[-1] // (x1 - x00)
+                    wy, wx = _axis_weights(plan.rows, overlap, k, H), _axis_weights(plan.cols, overlap, k, W)
+                sr = sr[0, :, (y - y0) * k:(y - y0 + th) * k, (x0 - x00) * k:(x0 - x00 + tw) * k]
+                yield i, (y * k, (y + th) * k, x0 * k, (x0 + tw) * k), sr, wy[i].to(dev)[:, None] * wx[j].to(dev)[None]
+                bar.update(1)
+        bar.close()
+    return plan, tiles()
+
+@torch.no_grad()
+def upscale(model: nn.Module, image: Tensor, tile: int | None = None, overlap: int = 16, pad: int = 16,
+            precision: str = 'fp32', device=None, channels_last: bool = False, memory_budget: float = 2 << 30,
+            progress: bool = False, blend: bool = True, plan: TilePlan | None = None) -> Tensor:
+    """Super-resolve `image` (C, h, w) or (1, C, h, w) in [0, 1] with `model` tile by tile; returns (C, s*h, s*w) float32.
+    Tiles: `plan`, else tiles of at most `tile` LR pixels a side, else `auto_plan` within `memory_budget` bytes;
+    `overlap` blended pixels, `pad` extra context per inner side; `blend=False` pastes tiles without overlap or context
+    (the naive tiling, for comparison)."""
+    plan, tiles = _blended_tiles(model, image, tile, overlap, pad, precision, device, channels_last, memory_budget,
+                                 progress, blend, plan, streaming=False)
+    out = None
+    for _, (r0, r1, c0, c1), sr, w in tiles:
+        if out is None:   # the scale and channels of the output are known after the first tile
+            s = (r1 - r0) // plan.rows[0][1]
+            out = torch.zeros(sr.shape[0], plan.height * s, plan.width * s, device=sr.device)
+        out[:, r0:r1, c0:c1].addcmul_(sr, w)
     return out.cpu()
+
+# %% ../nbs/33_inference.ipynb #59824a1a
+@torch.no_grad()
+def upscale_rows(model: nn.Module, image: Tensor, tile: int | None = None, overlap: int = 16, pad: int = 16,
+                 precision: str = 'fp32', device=None, channels_last: bool = False, memory_budget: float = 2 << 30,
+                 progress: bool = False, blend: bool = True, plan: TilePlan | None = None):
+    """`upscale` as a stream: returns `(plan, bands)`; `bands` yields `(row, band)`, `band` (C, n, s*w) float32 on the
+    CPU holding output rows row..row+n-1, top to bottom. Without `plan` or `tile`, the tiles are planned so that the
+    input, one band and one crop fit `memory_budget` bytes (`auto_plan(..., streaming=True)`). Checks run at the call."""
+    plan, tiles = _blended_tiles(model, image, tile, overlap, pad, precision, device, channels_last, memory_budget,
+                                 progress, blend, plan, streaming=True)
+    @torch.no_grad()
+    def bands():
+        band, top, s = None, 0, None
+        for i, (r0, r1, c0, c1), sr, w in tiles:
+            if s is None: s = (r1 - r0) // plan.rows[0][1]
+            if band is None or r1 > top + band.shape[1]:   # a new row of tiles: a band down to its bottom
+                new = torch.zeros(sr.shape[0], r1 - top, plan.width * s, device=sr.device)
+                if band is not None: new[:, :band.shape[1]] = band   # the rows the previous tiles overlap
+                band = new
+            band[:, r0 - top:r1 - top, c0:c1].addcmul_(sr, w)
+            if c1 == plan.width * s:   # the row of tiles is complete: rows above the next one are final
+                done = plan.rows[i + 1][0] * s if i + 1 < len(plan.rows) else plan.height * s
+                if done > top:
+                    yield top, band[:, :done - top].cpu()
+                    band, top = band[:, done - top:], done
+    return plan, bands()
 
 # %% ../nbs/33_inference.ipynb #13831d73
 class _LargestTensor(torch.overrides.TorchFunctionMode):

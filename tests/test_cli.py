@@ -150,11 +150,85 @@ def test_output_collisions_and_inputs_are_refused_before_any_work(tmp_path, imag
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before      # the inputs untouched
 
 
-def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, images, ckpt, monkeypatch):
+def test_a_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, images, ckpt, monkeypatch, capsys):
+    """The disk fills after 100 bytes of any output (PNG streamed row by row, JPEG written whole): each file fails with
+    its name, no partial or temporary file remains, and an existing output is left as it was."""
+    import contextlib
     import errno
     import blindsr.core
     from blindsr import cli
-    def full(path, data, *a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(blindsr.core, 'atomic_write_bytes', full)
-    code = cli.main(['upscale', str(images / 'rgb.png'), '-o', str(tmp_path / 'out'), '-c', str(ckpt / 'tiny.pt'), '-q'])
-    assert code == 1 and list((tmp_path / 'out').iterdir()) == []
+    real_open = blindsr.core.atomic_open
+
+    class Full:
+        def __init__(self, f): self.f, self.n = f, 0
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 100: raise OSError(errno.ENOSPC, 'No space left on device')
+            return self.f.write(b)
+        def __getattr__(self, k): return getattr(self.f, k)
+
+    @contextlib.contextmanager
+    def full_open(path):
+        with real_open(path) as f: yield Full(f)
+    monkeypatch.setattr(blindsr.core, 'atomic_open', full_open)
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'photo.jpg').write_bytes(b'previous result')
+    code = cli.main(['upscale', str(images / 'rgb.png'), str(images / 'photo.jpg'), '-o', str(out), '-c', str(ckpt / 'tiny.pt'),
+                     '-q', '--overwrite'])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{out / 'rgb.png'}: could not be written (No space left on device)" in err, err
+    assert f"{out / 'photo.jpg'}: could not be written" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ['photo.jpg'] and (out / 'photo.jpg').read_bytes() == b'previous result'
+
+
+def test_png_outputs_streamed_row_by_row_equal_the_whole_image_path(tmp_path, images, ckpt):
+    """The streamed PNG (upscale_rows -> write_png_rows) holds the pixels write_image writes from upscale's whole
+    output: colour, 16-bit, gray and alpha (the alpha's bicubic rows computed per band)."""
+    import numpy as np
+    from PIL import Image
+    from blindsr.inference import upscale
+    from blindsr.models import load_model
+    net = load_model(ckpt / 'tiny.pt')
+    r = run('upscale', images, '-o', tmp_path / 'out', '-c', ckpt / 'tiny.pt', '-q', '--precision', 'fp32', '--tile', '17', '--overlap', '4')
+    assert r.returncode == 0, r.stderr
+    for name in ('rgb.png', 'deep.png', 'gray.png', 'alpha.png'):
+        img, info = read_image(images / name)
+        if info.mode == 'P': info.mode = 'RGB'
+        write_image(tmp_path / name, upscale(net, img, tile=17, overlap=4).clamp_(0, 1), info)
+        a, b = (np.array(Image.open(p)) if info.bit_depth == 8 else read_image(p, as_rgb=False)[0].numpy()
+                for p in (tmp_path / 'out' / name, tmp_path / name))
+        assert a.shape == b.shape and np.abs(a.astype(float) - b.astype(float)).max() <= (0 if name != 'alpha.png' else 1), name
+
+
+_PEAK = ("import resource, sys\nfrom blindsr.cli import main\ncode = main(sys.argv[1:])\n"
+         "print('PEAK_RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\nsys.exit(code)")
+
+
+def _peak_rss(*args):
+    r = subprocess.run([sys.executable, '-c', _PEAK, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.split('PEAK_RSS')[-1])
+
+
+def test_a_large_png_is_upscaled_in_bounded_memory(tmp_path, monkeypatch):
+    """3000x2000 x4 -> 12000x8000 under a 400 MB budget: the float output alone would be 1.1 GB and the 8-bit image
+    288 MB; the command's peak RSS grows by less than the budget over the same command on a 64x64 image."""
+    import numpy as np
+    from PIL import Image
+    torch.manual_seed(0)
+    spec = {'name': 'edsr_baseline', 'kwargs': {'scale': 4, 'n_feats': 8, 'n_blocks': 1}}
+    save_checkpoint(tmp_path / 'x4.pt', {'format': INFERENCE_FORMAT, 'model_spec': spec, 'step': 0, 'best_score': math.nan,
+                                         'state_dict': create_model(spec['name'], **spec['kwargs']).state_dict()})
+    rng = np.random.default_rng(0)
+    big = np.repeat(np.repeat(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8), 10, 0), 10, 1)   # 2000 x 3000
+    Image.fromarray(big).save(tmp_path / 'big.png', compress_level=1)
+    Image.fromarray(big[:64, :64]).save(tmp_path / 'small.png')
+    budget = 400
+    base = _peak_rss('upscale', tmp_path / 'small.png', '-o', tmp_path / 'o1', '-c', tmp_path / 'x4.pt', '-q', '--memory-budget', budget)
+    peak = _peak_rss('upscale', tmp_path / 'big.png', '-o', tmp_path / 'o2', '-c', tmp_path / 'x4.pt', '-q', '--memory-budget', budget)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', None)   # a 96 Mpx image is what this test writes
+    out = Image.open(tmp_path / "o2" / "big.png")
+    assert out.size == (12000, 8000) and out.mode == 'RGB'
+    assert peak - base <= budget * 2 ** 20, f"peak RSS grew by {(peak - base) / 2 ** 20:.0f} MB over a {budget} MB budget"
+    print(f"12000x8000 output: peak RSS {peak / 2 ** 20:.0f} MB, {(peak - base) / 2 ** 20:.0f} MB over the 64x64 run")
