@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from .download import DATASETS, default_data_root
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'EMBEDDED_SPLIT', 'DASR_ISO_WIDTHS', 'DASR_ANISO_KERNELS', 'DASR_ANISO_NOISES', 'LR_CACHE_VERSION',
-           'find_images', 'dihedral', 'HRImageFolder', 'EpochSampler', 'embedded_images', 'embedded_dataset',
-           'dasr_setting', 'dasr_test_settings', 'benchmark_lr_seed', 'benchmark_root', 'BenchmarkSet',
-           'benchmark_pairs', 'embedded_benchmark', 'FoundBenchmarks', 'find_benchmarks']
+           'find_images', 'verify_image', 'dihedral', 'PatchSizeError', 'HRImageFolder', 'EpochSampler',
+           'embedded_images', 'embedded_dataset', 'dasr_setting', 'dasr_test_settings', 'benchmark_lr_seed',
+           'benchmark_root', 'BenchmarkSet', 'benchmark_pairs', 'embedded_benchmark', 'FoundBenchmarks',
+           'find_benchmarks']
 
 # %% ../nbs/03_data.ipynb #511fdeb9
 IMAGE_EXTENSIONS = tuple(IMAGE_FORMATS)  # .png .jpg .jpeg .tif .tiff .bmp .webp: what blindsr.core reads
@@ -85,13 +87,41 @@ def _as_chw(image, name: str) -> Tensor:
 
 def _image_size(path) -> tuple:
     "(H, W) of an image file from its header, without decoding the pixels."
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such image file")
+    if path.stat().st_size == 0: raise ImageFileError(f"{path}: file is empty (0 bytes)")
     try:
         with Image.open(path) as im: w, h = im.size
+    except UnidentifiedImageError:
+        raise ImageFileError(f"{path}: not an image in a supported format ({', '.join(sorted(set(IMAGE_FORMATS.values())))})") from None
     except Exception as e: raise ImageFileError(f"{path}: not a readable image ({e})") from None
     return h, w
+
+# %% ../nbs/03_data.ipynb #90e2a00a
+def verify_image(path) -> tuple:
+    """(H, W) of an image file after checking that it is complete, without decoding it fully: a PNG's chunks are read
+    to the end with their CRCs checked, a JPEG is decoded at 1/8 scale, other formats are decoded (`read_image`).
+    Raises `ImageFileError` (or `FileNotFoundError`) naming the file."""
+    from PIL import Image
+    path = Path(path)
+    h, w = _image_size(path)                            # missing, empty or not an image: named here
+    try:
+        with Image.open(path) as im:
+            if im.format == 'PNG': im.verify(); return h, w
+            if im.format == 'JPEG':
+                im.draft(im.mode, (max(1, w // 8), max(1, h // 8))); im.load(); return h, w
+    except Exception as e: raise ImageFileError(f"{path}: truncated or corrupt image data ({e})") from None
+    x, _ = read_image(path)                             # TIFF, BMP, WebP, or a format read_image refuses (named there)
+    return tuple(x.shape[-2:])
+
+def _attempt(fn, path) -> tuple:
+    "`(fn(path), None)`, or `(None, why)` when reading the file failed; `why` leaves out the path."
+    try: return fn(path), None
+    except MemoryError: raise                          # not the file's fault
+    except Exception as e:
+        why, prefix = str(e), f"{path}: "
+        return None, (why[len(prefix):] if why.startswith(prefix) else f"{type(e).__name__}: {why}")
 
 # %% ../nbs/03_data.ipynb #cbd1439d
 def dihedral(x: Tensor, k: int) -> Tensor:
@@ -124,13 +154,20 @@ def _patch_spec(patch_size, n_patches) -> tuple:
     return tuple((_positive_int(s, 'patch size'), _positive_int(c, 'patch count')) for s, c in pairs), True
 
 # %% ../nbs/03_data.ipynb #12512c12
+class PatchSizeError(ValueError):
+    "An image smaller than the patch: the message names the image, its size and the patch."
+
+def _too_small(where, hw, patch) -> PatchSizeError:
+    return PatchSizeError(f"{where}: image is {hw[0]}x{hw[1]} (HxW), smaller than the {patch}x{patch} patch")
+
 class HRImageFolder(torch.utils.data.Dataset):
     """HR training patches of a folder of images (recursive, sorted) or of in-memory `images`. Item `i` holds
     random crops of image `i % n_images`: (N, 3, P, P) float in [0, 1], or with `patch_size` a sequence of
-    (size, count) pairs a tuple of (count, 3, size, size) tensors. Randomness depends only on (seed, epoch, index)."""
+    (size, count) pairs a tuple of (count, 3, size, size) tensors. Randomness depends only on (seed, epoch, index).
+    Every file is checked at the start; `skip_unreadable` leaves out those that cannot be read (listed in `skipped`)."""
     def __init__(self, root=None, patch_size=192, n_patches: int | None = None, augment: bool = True, repeat: int = 1,
                  extensions=IMAGE_EXTENSIONS, images=None, cache: bool = True, seed: int = 0, num_threads: int | None = None,
-                 rescale: tuple | None = None):
+                 rescale: tuple | None = None, skip_unreadable: bool = False):
         if (root is None) == (images is None): raise ValueError("give exactly one of root (a folder) and images (in memory)")
         self.patch_spec, self.multi_crop = _patch_spec(patch_size, n_patches)
         self.augment, self.repeat = bool(augment), _positive_int(repeat, 'repeat')
@@ -140,8 +177,11 @@ class HRImageFolder(torch.utils.data.Dataset):
         self.rescale = tuple(map(float, rescale)) if rescale is not None else None
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if not isinstance(skip_unreadable, bool): raise ValueError(f"skip_unreadable must be True or False, got {skip_unreadable!r}")
         self.seed = int(seed)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # shared: set_epoch reaches persistent workers
+        biggest = max(s for s, _ in self.patch_spec)
+        self.skipped = []                                   # (path, why) of the files left out (skip_unreadable)
         if images is not None:
             pairs = list(images.items()) if isinstance(images, Mapping) else [(f'image{i:04d}', im) for i, im in enumerate(images)]
             if not pairs: raise ValueError("images is empty")
@@ -150,16 +190,31 @@ class HRImageFolder(torch.utils.data.Dataset):
             self._images = [_as_chw(im, n) for n, im in pairs]
             self.cache = True
         else:
-            self.root = Path(root)
-            self.paths = find_images(self.root, extensions)
-            self.names = [_image_name(p, self.root) for p in self.paths]
-            self.cache = bool(cache)
-            workers = num_threads or min(8, os.cpu_count() or 1)
-            with cf.ThreadPoolExecutor(max_workers=workers) as ex:   # decoding releases the GIL
-                if self.cache: self._images = list(ex.map(_load_compact, self.paths))
-                else: self._images, self._sizes = None, list(ex.map(_image_size, self.paths))
-        biggest = max(s for s, _ in self.patch_spec)
+            self.root, self.cache = Path(root), bool(cache)
+            self._read_folder(find_images(self.root, extensions), biggest, skip_unreadable, num_threads)
         for i in range(len(self.names)): self._check_size(i, self.size(i), biggest)
+
+    def _read_folder(self, paths, patch, skip, num_threads):
+        "Check every file (see above) and keep the readable ones: decoded (cache) or their sizes."
+        with cf.ThreadPoolExecutor(max_workers=num_threads or min(8, os.cpu_count() or 1)) as ex:   # decoding releases the GIL
+            heads = dict(zip(paths, ex.map(functools.partial(_attempt, _image_size), paths)))
+            for p, (hw, why) in heads.items():             # the patch size is checked before any decoding
+                if why is None and min(hw) < patch: raise _too_small(p, hw, patch)
+            readable = [p for p in paths if heads[p][1] is None]
+            whole = dict(zip(readable, ex.map(functools.partial(_attempt, _load_compact if self.cache else verify_image), readable)))
+        bad = [(p, heads[p][1] or whole[p][1]) for p in paths if heads[p][1] or whole[p][1]]
+        if bad:
+            listed = '; '.join(f"{p} ({why})" for p, why in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else '')
+            what = f"{self.root}: {len(bad)} of {len(paths)} images cannot be read: {listed}"
+            if len(bad) == len(paths): raise ImageFileError(f"{what}; none is left to train on")
+            if not skip: raise ImageFileError(f"{what}. Replace or remove them, or pass skip_unreadable=True to train on the "
+                                              f"other {len(paths) - len(bad)} (the dataset's `skipped` lists them)")
+            warnings.warn(f"{what}; skipped (skip_unreadable=True): training uses the other {len(paths) - len(bad)}", stacklevel=3)
+        self.skipped = bad
+        self.paths = [p for p in paths if not (heads[p][1] or whole[p][1])]
+        self.names = [_image_name(p, self.root) for p in self.paths]
+        if self.cache: self._images = [whole[p][0] for p in self.paths]
+        else: self._images, self._sizes = None, [heads[p][0] for p in self.paths]
 
     def size(self, i: int) -> tuple:
         "(H, W) of image `i`."
@@ -168,8 +223,7 @@ class HRImageFolder(torch.utils.data.Dataset):
     def _where(self, i): return str(self.paths[i]) if self.paths[i] is not None else f"image {self.names[i]!r}"
 
     def _check_size(self, i, hw, patch):
-        if min(hw) < patch:
-            raise ValueError(f"{self._where(i)}: image is {hw[0]}x{hw[1]} (HxW), smaller than the {patch}x{patch} patch")
+        if min(hw) < patch: raise _too_small(self._where(i), hw, patch)
 
     def __len__(self): return len(self.names) * self.repeat
 
@@ -213,6 +267,15 @@ class HRImageFolder(torch.utils.data.Dataset):
         out = tuple(torch.stack([self._crop(img, size, g, f) for _ in range(count)]) for size, count in self.patch_spec)
         return out if self.multi_crop else out[0]
 
+    def record_skipped(self, path) -> Path | None:
+        "Write the files left out by `skip_unreadable` to `path`, one `path<TAB>why` a line; remove a stale `path` when none was."
+        path = Path(path)
+        if self.skipped:
+            atomic_write_bytes(path, ''.join(f"{p}\t{why}\n" for p, why in self.skipped).encode())
+            return path
+        path.unlink(missing_ok=True)
+        return None
+
     @property
     def nbytes(self) -> int:
         "Bytes held by the decoded images (0 when `cache=False`)."
@@ -223,7 +286,8 @@ class HRImageFolder(torch.utils.data.Dataset):
         ps = self.patch_spec[0][0] if not self.multi_crop else list(self.patch_spec)
         return (f"HRImageFolder({len(self.names)} images from {src}, patch_size={ps}, "
                 + (f"n_patches={self.patch_spec[0][1]}, " if not self.multi_crop else '')
-                + f"augment={self.augment}, repeat={self.repeat}, seed={self.seed}, {len(self)} items)")
+                + f"augment={self.augment}, repeat={self.repeat}, seed={self.seed}, {len(self)} items"
+                + (f", {len(self.skipped)} unreadable files skipped)" if self.skipped else ')'))
 
 # %% ../nbs/03_data.ipynb #6bc16ebd
 class EpochSampler(Sampler):

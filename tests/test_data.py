@@ -77,6 +77,65 @@ def test_corrupt_file_is_named(folder, cache):
         HRImageFolder(folder, patch_size=16, cache=cache)
 
 
+def _cut(path, keep=0.5):
+    "Truncate `path` (an interrupted copy): its header stays valid, its data ends early."
+    whole = path.read_bytes()
+    path.write_bytes(whole[:int(len(whole) * keep)])
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_truncated_files_stop_the_dataset_before_training_all_named(folder, cache):
+    "A header-only check would pass these files; the start names every one, whatever the cache, before any item is read."
+    _cut(folder / 'a.png'); _cut(folder / 'sub' / 'b.jpg')
+    (folder / 'sub' / 'deep' / 'gone.png').symlink_to(folder / 'nowhere.png')        # a broken link
+    with pytest.raises(ImageFileError) as e:
+        HRImageFolder(folder, patch_size=16, cache=cache)
+    msg = str(e.value)
+    assert msg.startswith(f'{folder}: 3 of 6 images cannot be read: {folder / "a.png"} (truncated or corrupt image data'), msg
+    assert f'{folder / "sub" / "b.jpg"} (truncated or corrupt image data' in msg and 'gone.png (no such image file)' in msg
+    assert 'pass skip_unreadable=True' in msg
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_skip_unreadable_warns_lists_and_trains_on_the_rest(folder, cache):
+    _cut(folder / 'a.png', 0.7); (folder / 'e.tif').write_bytes(b'')
+    with pytest.warns(UserWarning, match=r'2 of 5 images cannot be read: .*skipped \(skip_unreadable=True\): training uses the other 3'):
+        ds = HRImageFolder(folder, patch_size=16, cache=cache, skip_unreadable=True)
+    assert ds.names == ['d', 'sub/b', 'sub/deep/c'] and len(ds) == 3
+    assert [(p.name, why) for p, why in ds.skipped] == [('a.png', ds.skipped[0][1]), ('e.tif', 'file is empty (0 bytes)')]
+    assert ds.skipped[0][1].startswith('truncated or corrupt image data') and '2 unreadable files skipped' in repr(ds)
+    assert all(torch.isfinite(ds[i]).all() for i in range(len(ds)))                  # every item reads
+    for p in folder.rglob('*'):
+        if p.is_file() and p.suffix.lower() in ('.png', '.jpg', '.bmp') and p.name != 'a.png' and not p.name.startswith('.'): p.write_bytes(b'x')
+    with pytest.raises(ImageFileError, match='5 of 5 images cannot be read: .*none is left to train on'):
+        HRImageFolder(folder, patch_size=16, cache=cache, skip_unreadable=True)
+
+
+def test_patch_size_checked_from_headers_before_decoding(folder, monkeypatch):
+    "An image smaller than the patch is named from its header: no file is decoded first (DIV2K: minutes)."
+    def no_decoding(path): raise AssertionError(f'{path} decoded before the size check')
+    monkeypatch.setattr(data, '_load_compact', no_decoding)
+    with pytest.raises(data.PatchSizeError, match=r'e\.tif: image is 40x17 \(HxW\), smaller than the 18x18 patch'):
+        HRImageFolder(folder, patch_size=18)
+
+
+def test_verify_image_formats(tmp_path):
+    "verify_image gives the size of every format read_image reads, and refuses what read_image refuses."
+    for ext in ('png', 'jpg', 'bmp', 'tif', 'webp'):
+        _write(tmp_path / f'x.{ext}', (13, 21))
+        assert data.verify_image(tmp_path / f'x.{ext}') == (13, 21)
+    _write(tmp_path / 'deep.png', (9, 7), bit_depth=16)
+    assert data.verify_image(tmp_path / 'deep.png') == (9, 7)
+    from PIL import Image
+    Image.new('RGB', (8, 8)).save(tmp_path / 'gif.png', format='GIF')               # a GIF named .png
+    with pytest.raises(ImageFileError, match='gif.png: unsupported image format GIF'):
+        data.verify_image(tmp_path / 'gif.png')
+    whole = (tmp_path / 'x.png').read_bytes()
+    (tmp_path / 'flip.png').write_bytes(whole[:60] + bytes([whole[60] ^ 0xFF]) + whole[61:])   # one byte of the pixel data
+    with pytest.raises(ImageFileError, match='flip.png: truncated or corrupt image data'):
+        data.verify_image(tmp_path / 'flip.png')
+
+
 def test_argument_errors(folder):
     with pytest.raises(ValueError, match='exactly one of root'):
         HRImageFolder()
@@ -94,6 +153,8 @@ def test_argument_errors(folder):
         HRImageFolder(folder, patch_size=8)[5]
     with pytest.raises(ValueError, match='epoch must be a non-negative int'):
         HRImageFolder(folder, patch_size=8).set_epoch(-1)
+    with pytest.raises(ValueError, match="skip_unreadable must be True or False, got 'yes'"):
+        HRImageFolder(folder, patch_size=8, skip_unreadable='yes')
 
 
 # ---------------------------------------------------------------------------------------------- what items hold

@@ -98,9 +98,9 @@ def test_train_dasr_writes_its_run_folder(tmp_path, benchmarks_dir):
     run_experiment('train_dasr', tmp_path, out_dir=str(run), benchmark_dirs=sets, **TINY_DASR)
     assert json.loads((run / 'metrics.json').read_text())['steps'] == 4
     with pytest.raises(ValueError, match='other parameters'):
-        check_parameters('train_dasr', out_dir=str(run), benchmark_dirs=sets, **{**TINY_DASR, 'n_feats': 16})
+        check_parameters('train_dasr', upto='open_run(', out_dir=str(run), benchmark_dirs=sets, **{**TINY_DASR, 'n_feats': 16})
     with pytest.raises(ValueError, match='already holds'):
-        check_parameters('train_dasr', out_dir=str(run), benchmark_dirs=sets, resume=None, **TINY_DASR)
+        check_parameters('train_dasr', upto='open_run(', out_dir=str(run), benchmark_dirs=sets, resume=None, **TINY_DASR)
 
 
 def test_train_dasr_validates_on_its_own_photographs_and_selects_on_them(tmp_path, benchmarks_dir):
@@ -129,23 +129,123 @@ def test_train_dasr_validates_on_its_own_photographs_and_selects_on_them(tmp_pat
 
 
 def test_train_dasr_bad_parameter_through_papermill(tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match='parameter scale=5'):
-        run_experiment('train_dasr', tmp_path, out_dir=str(tmp_path / 'run'), **{**TINY_DASR, 'scale': 5})
+    "What was once found only after the data was decoded (fp16 on a CPU) reaches the user through papermill first."
+    with pytest.raises(pm.PapermillExecutionError, match=r"parameter precision='fp16' needs a CUDA device, not cpu"):
+        run_experiment('train_dasr', tmp_path, out_dir=str(tmp_path / 'run'), **{**TINY_DASR, 'precision': 'fp16', 'device': 'cpu'})
     assert not (tmp_path / 'run').exists()
 
 
-@pytest.mark.parametrize('name,value,msg', [('scale', 5, 'parameter scale=5'), ('blur', 'gauss', "parameter blur='gauss'"),
-                                            ('lr_joint', -1.0, 'parameter lr_joint=-1.0'),
-                                            ('data_dir', '/no/such/dir', 'parameter data_dir'),
-                                            ('objective', 'simclr', "parameter objective='simclr'"),
-                                            ('pos_side', 'middle', "parameter pos_side='middle'"),
-                                            ('degradation', 'jpeg', "parameter degradation='jpeg'"),
-                                            ('fusion', 'film', "parameter fusion='film'"),
-                                            ('channels_last', 'yes', "parameter channels_last='yes'")])
-def test_train_dasr_rejects_bad_parameters_at_the_start(tmp_path, name, value, msg):
-    with pytest.raises(ValueError, match=msg.replace('(', r'\(')):
-        check_parameters('train_dasr', out_dir=str(tmp_path / 'run'), **{**TINY_DASR, name: value})
+def _no_gpu_device():
+    "A device this machine does not have: 'cuda' without a GPU, a CUDA index past the count with one."
+    import torch
+    return 'cuda:99' if torch.cuda.is_available() else 'cuda'
+
+
+# every parameter of train_dasr with values it must refuse, (name, value[, other parameters]); '{tmp}' is a temporary
+# folder, '{file}' an existing file that is no image and no checkpoint
+DASR_INVALID = [
+    ('scale', 5), ('scale', '4'), ('blur', 'gauss'), ('sigma_range', (3.0, 1.0)), ('sigma_range', [-1.0, 2.0]),
+    ('lambda_range', (0.2,)), ('noise_range', 'none'), ('degradation', 'jpeg'), ('diverse_preset', 'bsrgan'),
+    ('epochs_encoder', -1), ('epochs_encoder', 1.5), ('epochs_joint', -1), ('epochs_joint', 0, dict(epochs_encoder=0)),
+    ('steps_per_epoch', 0), ('steps_per_epoch', None), ('batch_size', 0), ('lr_patch', 4),
+    ('lr_patch', 65),                                   # trains (x4: 260 <= 300), but the probe at the end needs 520 pixels
+    ('lr_encoder', 0.0), ('lr_encoder_decay_every', 0), ('lr_joint', -1.0), ('lr_joint_decay_every', 0), ('ema_decay', 1.0),
+    ('init_from', '{tmp}/no_such_model.pt'), ('init_from', '{file}'), ('sr_batch_size', 0), ('sr_batch_size', 5),
+    ('n_feats', 0), ('n_groups', 0), ('n_blocks', 0), ('encoder_arch', 'no_such_arch'), ('encoder_arch', ''),
+    ('encoder_stage', 0), ('encoder_stage', 9, dict(encoder_arch='resnet18')), ('encoder_weights', '{tmp}/no_such_weights.pt'),
+    ('encoder_weights', '{file}', dict(encoder_arch='resnet18', encoder_stage=1)), ('encoder_width', 0), ('queue_size', 0),
+    ('queue_size', 2), ('n_pos', 0), ('pos_side', 'middle'), ('representation', 'blind'), ('objective', 'simclr'),
+    ('images_per_degradation', 0), ('images_per_degradation', 3), ('positive', 'other'), ('hard_negatives', 'yes'),
+    ('tolerance', -0.1), ('estimator_weight', -1), ('multi_crop', [[4, 2]]), ('multi_crop', [[12, 1]]), ('positives', 'mean'),
+    ('rep_norm', 1), ('fusion', 'film'), ('bn_groups', 0), ('bn_groups', 3), ('moco_momentum', 1.0), ('data_dir', '{tmp}/nowhere'),
+    ('skip_unreadable', 'yes'), ('benchmark_dirs', {'x': '{tmp}/nowhere'}), ('benchmark_dirs', {}), ('benchmark_sets', 'Set5'),
+    ('out_dir', ''), ('out_dir', '{file}/run'), ('figures_dir', '{file}'), ('figures_dir', 3), ('seed', -1),
+    ('device', _no_gpu_device()), ('device', 'not_a_device'), ('device', ''), ('precision', 'fp8'),
+    ('precision', 'fp16', dict(device='cpu')), ('channels_last', 'yes'), ('num_workers', -1), ('select', 'best'),
+    ('resume', '{tmp}/no_such_last.pt'), ('resume', '{file}'), ('analysis_sigmas', [1.0]), ('analysis_noises', [-5.0]),
+    ('tsne', 'no'), ('progress', 2),
+]
+
+
+def _filled(v, tmp, file):
+    if isinstance(v, str): return v.replace('{tmp}', str(tmp)).replace('{file}', str(file))
+    if isinstance(v, dict): return {k: _filled(x, tmp, file) for k, x in v.items()}
+    return v
+
+
+def test_the_train_dasr_sweep_covers_every_parameter():
+    swept = {case[0] for case in DASR_INVALID}
+    assert swept == _parameter_names('train_dasr'), (f'not swept: {_parameter_names("train_dasr") - swept}; '
+                                                     f'not parameters: {swept - _parameter_names("train_dasr")}')
+
+
+@pytest.mark.parametrize('case', DASR_INVALID, ids=lambda c: f'{c[0]}={c[1]!r}'[:40])
+def test_train_dasr_rejects_every_bad_parameter_before_any_data(tmp_path, case):
+    """Each invalid value stops the notebook in its checks (before the run folder is opened, so before any data is read
+    or any training), with a ValueError or TypeError naming the parameter."""
+    name, value, extra = (*case, {})[:3]
+    (tmp_path / 'not_an_image_nor_a_checkpoint.txt').write_text('hello')
+    file = tmp_path / 'not_an_image_nor_a_checkpoint.txt'
+    params = {**TINY_DASR, 'out_dir': str(tmp_path / 'run'), **_filled(extra, tmp_path, file), name: _filled(value, tmp_path, file)}
+    with pytest.raises((ValueError, TypeError)) as e:
+        check_parameters('train_dasr', upto='open_run(', **params)
+    assert re.search(rf'\b{name}=', str(e.value)), f'{name}: the message does not name the parameter: {e.value}'
     assert not (tmp_path / 'run').exists()
+
+
+def test_train_dasr_valid_parameters_pass_the_checks(tmp_path):
+    "The sweep's baseline passes: each failure above is its one bad value."
+    ns = check_parameters('train_dasr', upto='open_run(', **{**TINY_DASR, 'out_dir': str(tmp_path / 'run')})
+    assert (tmp_path / 'run' / 'parameters.json').exists() and ns['ckpt'] is None
+
+
+@pytest.mark.parametrize('name', ['train_encoder', 'train_pcl', 'train_hisr'])
+def test_other_train_notebooks_check_device_and_precision_first(tmp_path, name):
+    for bad, msg in [(dict(device=_no_gpu_device()), "parameter device='cuda"), (dict(device='not_a_device'), "parameter device="),
+                     (dict(device='cpu', precision='fp16'), "parameter precision='fp16' needs a CUDA device"),
+                     (dict(out_dir=str(tmp_path / 'f.txt' / 'run')), 'parameter out_dir=')]:
+        (tmp_path / 'f.txt').write_text('a file')
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            check_parameters(name, upto='open_run(', **{'out_dir': str(tmp_path / 'run'), **bad})
+        assert not (tmp_path / 'run').exists()
+
+
+def _image_folder(root, n=3, hw=(64, 72)):
+    "n PNG photographs of `hw` in `root`, the second cut short (an interrupted copy: its header intact)."
+    import torch
+    from blindsr.core import write_image
+    root.mkdir(parents=True)
+    for i in range(n): write_image(root / f'img{i}.png', torch.rand(3, *hw, generator=torch.Generator().manual_seed(i)))
+    whole = (root / 'img1.png').read_bytes()
+    (root / 'img1.png').write_bytes(whole[:len(whole) // 2])
+    return root / 'img1.png'
+
+
+@pytest.mark.parametrize('name,extra', [('train_dasr', TINY_DASR), ('train_encoder', dict(lr_patch=12, test_sets=[])),
+                                        ('train_pcl', dict(hr_patch=48, backbone_kwargs={'n_blocks': 1, 'n_feats': 8},
+                                                           benchmark_sets=['Set5']))])
+def test_unreadable_training_image_stops_before_training_or_is_skipped(tmp_path, name, extra):
+    "A truncated file in data_dir: named before any training; skip_unreadable=True trains on the rest and lists it in the run folder."
+    from blindsr.core import ImageFileError
+    cut = _image_folder(tmp_path / 'hr')
+    params = dict(extra, data_dir=str(tmp_path / 'hr'), out_dir=str(tmp_path / 'run'))
+    with pytest.raises(ImageFileError, match=re.escape(f'1 of 3 images cannot be read: {cut} (truncated or corrupt image data')
+                       + '.*pass skip_unreadable=True'):
+        check_parameters(name, upto='record_skipped(', **params)
+    assert not (tmp_path / 'run' / 'checkpoints').exists()
+    with pytest.warns(UserWarning, match='skipped'):
+        ns = check_parameters(name, upto='record_skipped(', **params, skip_unreadable=True)
+    assert ns['train_data'].names == ['img0', 'img2']
+    assert (tmp_path / 'run' / 'skipped_images.txt').read_text().startswith(f'{cut}\ttruncated or corrupt image data')
+
+
+def test_train_dasr_patch_larger_than_the_images_names_lr_patch(tmp_path):
+    "Found from the files' headers (nothing decoded), and said in the parameter's terms."
+    _image_folder(tmp_path / 'hr', hw=(40, 72))
+    with pytest.raises(ValueError, match=re.escape('parameter lr_patch=12 (HR patches are LR x scale 4): ') + '.*img0.png: image is '
+                       + re.escape('40x72 (HxW), smaller than the 48x48 patch')):
+        check_parameters('train_dasr', upto='record_skipped(', **{**TINY_DASR, 'data_dir': str(tmp_path / 'hr'),
+                                                                  'out_dir': str(tmp_path / 'run')})
 
 
 def test_train_dasr_multi_crop_and_positives(tmp_path):
