@@ -12,9 +12,12 @@ import json
 import math
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as ddp
 from .core import (PRECISIONS, CheckpointError, Flag, Int, OneOf, Real, Rule, Text, atomic_write_bytes, atomic_write_csv, autocast,
-                          check_parameters, check_precision, default_device, read_checkpoint, tune_allocator)
+                          check_parameters, check_precision, default_device, read_checkpoint, seeded_generator, tune_allocator)
 from .data import EpochSampler
 from .evaluate import validation_score
 from .methods import Method, StepContext
@@ -37,7 +40,7 @@ from .models import CHECKPOINT_FORMAT, EARLIER_FORMATS, INFERENCE_FORMAT
 
 # %% auto #0
 __all__ = ['LOG_FIELDS', 'KNOWN_LOG_FIELDS', 'GRID_EXECUTORS', 'TrainConfig', 'phase_and_lr', 'save_checkpoint',
-           'load_checkpoint', 'EMA', 'Trainer', 'read_training_log', 'plot_training_log', 'open_run',
+           'load_checkpoint', 'EMA', 'Trainer', 'DivergenceError', 'read_training_log', 'plot_training_log', 'open_run',
            'execute_notebook_run', 'run_grid']
 
 # %% ../nbs/30_train.ipynb #4b9fd33f
@@ -70,6 +73,12 @@ class TrainConfig:
     device: str | None = _knob(None, Text(optional=True))   # None: blindsr.core.default_device()
     progress: bool = _knob(True, Flag())               # tqdm progress bars
     tensorboard: bool = _knob(True, Flag())            # also log to TensorBoard event files in out_dir/tensorboard
+    # divergence (see "Divergence" below): what stops a run, and whether it goes back to its last good checkpoint instead
+    diverge_loss_factor: float | None = _knob(50.0, Real(1, low_open=True, optional=True))   # a loss above this x its phase's running median (None: only non-finite losses)
+    diverge_warmup: int = _knob(50, Int(1))            # steps of a phase before its losses are compared with their median
+    diverge_weight_factor: float | None = _knob(100.0, Real(1, low_open=True, optional=True))   # a weight norm above this x its first value (None: only non-finite weights)
+    diverge_rollbacks: int = _knob(0, Int(0))          # 0: a divergence stops the run (DivergenceError); N: back to the last good checkpoint, up to N times
+    diverge_lr_factor: float = _knob(0.5, Real(0, 1, low_open=True, high_open=True))   # what each rollback multiplies the learning rate by
 
     @classmethod
     def params(cls, *names) -> dict:
@@ -92,14 +101,45 @@ def phase_and_lr(cfg: TrainConfig, epoch: int) -> tuple[str, float]:
     return 'joint', cfg.lr_joint * cfg.lr_joint_gamma ** (e // cfg.lr_joint_decay_every)
 
 # %% ../nbs/30_train.ipynb #644772de
+def _write_error(e: OSError, what: str) -> OSError:
+    "The failed write `e` as an OSError of the same errno whose message says `what` could not be written, and why."
+    msg = f"{what}: {e.strerror or e}"
+    return OSError(e.errno, msg) if e.errno else OSError(msg)
+
+def _canonical(x):
+    """`x` with its containers rebuilt and its strings interned. pickle writes an object met twice as a reference, so
+    the bytes of a state would depend on which of its strings happen to be one object (a key from the code vs the same
+    key read back from a checkpoint); canonical, the same content always gives the same file."""
+    if isinstance(x, str): return sys.intern(x)
+    if isinstance(x, dict):
+        out = type(x)((_canonical(k), _canonical(v)) for k, v in x.items())
+        if hasattr(x, '_metadata'): out._metadata = _canonical(x._metadata)   # a module state dict's versions
+        return out
+    if type(x) in (list, tuple): return type(x)(_canonical(v) for v in x)
+    return x
+
 def save_checkpoint(path, state: dict) -> Path:
-    "Atomically write `state` (tensors and plain values) with `torch.save`."
+    """Atomically write `state` (tensors and plain values) with `torch.save`, the same bytes for the same content; a
+    failed write names the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    torch.save(_canonical(state), buf)
+    try: atomic_write_bytes(path, buf.getvalue())
+    except OSError as e: raise _write_error(e, f"could not write the checkpoint {path} (the previous {path.name}, if any, is intact)") from e
     return path
+
+def _link_or_copy(src: Path, dst: Path):
+    "Make `dst` the file `src` is, atomically: a hard link (nothing is written) where the filesystem has them, else a copy."
+    tmp = dst.with_name(f'.{dst.name}.{os.getpid()}.tmp')
+    try:
+        tmp.unlink(missing_ok=True)
+        try: os.link(src, tmp)
+        except OSError: shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(e, f"could not keep {src} as {dst}") from e
 
 def load_checkpoint(path, expected_format: str | None = CHECKPOINT_FORMAT) -> dict:
     "Load a checkpoint with `weights_only=True`; clear errors naming the file for missing, corrupt or foreign files."
@@ -111,15 +151,19 @@ def load_checkpoint(path, expected_format: str | None = CHECKPOINT_FORMAT) -> di
         raise CheckpointError(f"{path}: expected a {expected_format!r} checkpoint, found {got!r}{hint}")
     return state
 
-def _rng_state() -> dict:
+def _rng_state(device=None) -> dict:
+    "The global RNG states: torch's CPU generator, Python's, NumPy's, and the CUDA generator of `device` if it is a GPU."
     np_state = np.random.get_state()
-    return {'torch': torch.get_rng_state(), 'python': random.getstate(),
-            'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    s = {'torch': torch.get_rng_state(), 'python': random.getstate(),
+         'numpy': (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if device is not None and torch.device(device).type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
+    return s
 
-def _set_rng_state(s: dict):
+def _set_rng_state(s: dict, device=None):
     torch.set_rng_state(s['torch']); random.setstate(_as_tuple(s['python']))
     name, keys, *rest = s['numpy']
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if 'cuda' in s and device is not None and torch.device(device).type == 'cuda': torch.cuda.set_rng_state(s['cuda'], device)
 
 def _as_tuple(x): return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -188,7 +232,10 @@ class Trainer:
         # fused: one kernel over all parameters (paper-size DASR on this CPU: 5 ms a step against foreach's 13 ms)
         self.optimizer = opt([p for p in method.net.parameters() if p.requires_grad], lr=1.0, betas=(0.9, 0.999), eps=1e-8,
                              weight_decay=cfg.weight_decay, fused=self.device.type in ('cpu', 'cuda'))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: phase_and_lr(cfg, s // self.steps_per_epoch)[1])
+        self._monitor = _fresh_monitor()   # what the divergence checks remember, rollbacks' learning-rate factor included
+        self._checkpoints, self._unusable = {}, None   # this run's checkpoints -> their steps; why the weights are unusable
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: self._monitor['lr_scale'] * phase_and_lr(cfg, s // self.steps_per_epoch)[1])
         self.scaler = torch.amp.GradScaler('cuda', enabled=cfg.precision == 'fp16')
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.step, self.best_score, self.best_epoch = 0, -self.val_sign * math.inf, None
@@ -216,26 +263,124 @@ def _wrap(self: Trainer, net: nn.Module) -> nn.Module:
 @patch
 def train_step(self: Trainer, batch) -> dict:
     "One optimisation step of the method on `batch`; returns the logged numbers (means over ranks under DDP)."
+    self._check_usable()
     phase, _ = phase_and_lr(self.cfg, self.epoch)
     ctx = StepContext(self.step, self.epoch, phase, self.net, self.device, self.cfg.precision, self.cfg.channels_last,
                       self.cfg.seed, self.rank, self.world_size)
+    if self._monitor['weight_norm'] is None: self._monitor['weight_norm'] = self._weight_norm()   # the weight check's reference
     self.method.train()
     loss, logs = self.method.step(batch, ctx)
     logged = {'loss': loss, **logs}   # one small all-reduce: rank 0 logs the global batch's means
     out = {'phase': phase, **ddp.mean_over_ranks({k: v.detach() if isinstance(v, Tensor) else v for k, v in logged.items()})}
-    if not math.isfinite(out['loss']):
-        raise FloatingPointError(f"Trainer: loss became {out['loss']} at step {self.step}; lower the learning rate "
-                                 f"or use precision='fp32' (last good checkpoint: {self.out_dir / 'checkpoints' / 'last.pt'})")
+    self._check_loss(out['loss'], phase)
     self.optimizer.zero_grad(set_to_none=True)
     self.scaler.scale(loss).backward()
     if self.cfg.grad_clip:
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'], self.cfg.grad_clip)
     self.scaler.step(self.optimizer); self.scaler.update()
+    self._check_weights()
     self.scheduler.step()
     if self.ema: self.ema.update(self.model)
     self.step += 1
     return out
+
+# %% ../nbs/30_train.ipynb #9d6d7808
+class DivergenceError(FloatingPointError):
+    """A training run that diverged: `step` (numbered as in log.csv), `what` diverged, and `checkpoint`, the last good
+    checkpoint the trainer went back to (None: there was none)."""
+    def __init__(self, message: str, step: int | None = None, what: str | None = None, checkpoint: Path | None = None):
+        super().__init__(message); self.step, self.what, self.checkpoint = step, what, checkpoint
+
+_LOSS_WINDOW = 100   # a loss is compared with the median of its phase's last _LOSS_WINDOW losses
+
+def _fresh_monitor() -> dict:
+    "What the divergence checks remember (checkpointed): the phase's recent losses, the first weight norm, the rollbacks."
+    return {'phase': None, 'phase_steps': 0, 'losses': [], 'weight_norm': None, 'rollbacks': 0, 'lr_scale': 1.0, 'events': []}
+
+@patch
+def _weight_norm(self: Trainer) -> float:
+    "The L2 norm of all the trained parameters together (inf or NaN when one is not finite)."
+    norms = torch._foreach_norm([p.detach() for p in self.optimizer.param_groups[0]['params']])
+    return float(torch.linalg.vector_norm(torch.stack([n.float() for n in norms])))
+
+@patch
+def _check_loss(self: Trainer, loss: float, phase: str):
+    "Raise `DivergenceError` for a non-finite loss or one far above its phase's running median; else remember it."
+    m, f = self._monitor, self.cfg.diverge_loss_factor
+    if m['phase'] != phase: m.update(phase=phase, phase_steps=0, losses=[])
+    # the loss comes from the weights of step self.step: a checkpoint of that step holds them, the good one is older
+    if not math.isfinite(loss): raise self._diverged(f"the loss became {loss}", good_until=self.step - 1)
+    if f and m['phase_steps'] >= self.cfg.diverge_warmup:
+        med = statistics.median(m['losses'])
+        if med > 0 and loss > f * med:
+            raise self._diverged(f"the loss {loss:.4g} rose above {f:g}x its running median {med:.4g}", good_until=self.step - 1)
+    m['phase_steps'] += 1; m['losses'] = [*m['losses'], loss][-_LOSS_WINDOW:]
+
+@patch
+def _check_weights(self: Trainer):
+    "Raise `DivergenceError` for non-finite weights or a weight norm past `diverge_weight_factor` times its first value."
+    norm, ref, f = self._weight_norm(), self._monitor['weight_norm'], self.cfg.diverge_weight_factor
+    if not math.isfinite(norm): raise self._diverged(f"the weights became non-finite (norm {norm})", good_until=self.step)
+    if f and ref and norm > f * ref:
+        raise self._diverged(f"the weight norm grew to {norm:.4g}, more than {f:g}x its first value ({ref:.4g})", good_until=self.step)
+
+# %% ../nbs/30_train.ipynb #c8c17b62
+@patch
+def _last_good(self: Trainer, until: int) -> tuple:
+    """`(path, state)` of the newest checkpoint this run wrote or resumed from whose step is <= `until`, read back, or
+    (None, None). `_checkpoints` maps them to their steps (None: not known, read to learn it)."""
+    known = sorted(((s, p) for p, s in self._checkpoints.items() if s is not None), key=lambda sp: -sp[0])
+    for step, path in [*known, *((None, p) for p, s in self._checkpoints.items() if s is None)]:
+        if (step is not None and step > until) or not path.is_file(): continue
+        try: s = load_checkpoint(path)
+        except (CheckpointError, FileNotFoundError): continue
+        if s['step'] <= until and step in (None, s['step']): return path, s
+    return None, None
+
+@patch
+def _diverged(self: Trainer, what: str, good_until: int) -> DivergenceError:
+    """The error of a divergence in step `self.step + 1`. First the trainer goes back, in memory, to its last good
+    checkpoint (of step <= `good_until`), or without one is marked unusable; it keeps its record of divergences and
+    its best score (best.pt is the best validated state of the run)."""
+    step, best = self.step + 1, (self.best_score, self.best_epoch)
+    kept = {k: self._monitor[k] for k in ('rollbacks', 'lr_scale', 'events')}
+    path, state = self._last_good(good_until)
+    if path is None:
+        self._unusable = f"in step {step} {what}, before any checkpoint was saved"
+        where = "no checkpoint was saved before it, so the trainer's weights are unusable (it refuses to save or export them)"
+    else:
+        self._load(path, state)
+        where = f"the trainer went back to the last good checkpoint {path} (step {self.step})"
+    self._close_tb()   # reopened at the step the run continues from, purging the diverged steps' events
+    self._monitor.update(kept, events=[*kept['events'], {'step': step, 'what': what, 'checkpoint': str(path) if path else None}])
+    self.best_score, self.best_epoch = best
+    return DivergenceError(f"Trainer: in step {step} {what}; {where}. Lower the learning rate, clip gradients "
+                           "(TrainConfig.grad_clip), train in precision='fp32', or let the run roll back "
+                           "(TrainConfig.diverge_rollbacks)", step, what, path)
+
+@patch
+def _check_usable(self: Trainer):
+    "Refuse to go on with the weights a divergence left when no checkpoint was there to go back to."
+    if self._unusable: raise DivergenceError(f"Trainer: {self._unusable}; its weights are unusable and are not trained, saved or "
+                                             "exported (resume from a checkpoint, or build a new Trainer)")
+
+@patch
+def _roll_back(self: Trainer, e: DivergenceError) -> bool:
+    """After the divergence `e` (the trainer already back at its last good checkpoint): if `diverge_rollbacks` allows,
+    multiply the learning rate by `diverge_lr_factor`, cut the log back, checkpoint, warn and return True."""
+    m, sch = self._monitor, self.scheduler
+    if e.checkpoint is None or m['rollbacks'] >= self.cfg.diverge_rollbacks: return False
+    m['rollbacks'] += 1; m['lr_scale'] *= self.cfg.diverge_lr_factor
+    sch._last_lr = [b * f(sch.last_epoch) for b, f in zip(sch.base_lrs, sch.lr_lambdas)]
+    for g, lr in zip(self.optimizer.param_groups, sch._last_lr): g['lr'] = lr
+    if self.is_main: self._truncate_log(self.step)
+    self._checkpoints = {p: s for p, s in self._checkpoints.items() if s is None or s <= self.step}
+    self.save('last', keep_previous=False)   # the good state under the new rate: what a restart continues from
+    if self.is_main:
+        warnings.warn(f"Trainer: in step {e.step} {e.what}; rolled back to {e.checkpoint} (step {self.step}) with the "
+                      f"learning rate x{m['lr_scale']:g} (rollback {m['rollbacks']} of {self.cfg.diverge_rollbacks})")
+    return True
 
 # %% ../nbs/30_train.ipynb #a788358c
 @patch
@@ -258,22 +403,33 @@ def state_dict(self: Trainer) -> dict:
             'config': asdict(self.cfg), 'model': self.model.state_dict(), 'training': self.method.training_state(),
             'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
             'scaler': self.scaler.state_dict(), 'ema': self.ema.state_dict() if self.ema else None, 'step': self.step,
-            'epoch': self.epoch, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'rng': _rng_state()}
+            'epoch': self.epoch, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'rng': _rng_state(self.device),
+            'monitor': copy.deepcopy(self._monitor)}
+
+def _abspath(p) -> Path: return Path(os.path.abspath(p))   # how `_checkpoints` names a file
 
 @patch
-def save(self: Trainer, name: str = 'last') -> Path:
-    "Write `checkpoints/{name}.pt` (under DDP rank 0 writes, the other ranks only return the path)."
+def save(self: Trainer, name: str = 'last', keep_previous: bool = True) -> Path:
+    """Write `checkpoints/{name}.pt` (under DDP rank 0 writes, the other ranks only return the path); the last.pt of
+    this run it replaces is kept as `checkpoints/previous.pt` (`keep_previous`)."""
+    self._check_usable()
     path = self.out_dir / 'checkpoints' / f'{name}.pt'
-    if not self.is_main: return path
-    save_checkpoint(path, self.state_dict())
-    for cb in self.callbacks: cb(self, path)
+    key, prev = _abspath(path), _abspath(path.with_name('previous.pt'))
+    keep = keep_previous and name == 'last' and self._checkpoints.get(key) is not None
+    if self.is_main:
+        if keep: _link_or_copy(path, prev)
+        save_checkpoint(path, self.state_dict())
+    if keep: self._checkpoints[prev] = self._checkpoints[key]
+    self._checkpoints[key] = self.step
+    if self.is_main:
+        for cb in self.callbacks: cb(self, path)
     return path
 
 # %% ../nbs/30_train.ipynb #f15de3c1
 @patch
-def resume(self: Trainer, path) -> Trainer:
-    "Continue from a checkpoint written by `save` (same model and method; the log is cut back to the checkpoint's step)."
-    s = load_checkpoint(path)
+def _load(self: Trainer, path, s: dict | None = None) -> dict:
+    "Set the whole training state from the checkpoint `path` (`s`: its content, when already read)."
+    s = load_checkpoint(path) if s is None else s
     if s['model_spec'] != self.model_spec:
         raise CheckpointError(f"{path}: written for model {s['model_spec']}, this trainer has {self.model_spec}")
     if s.get('method') != type(self.method).__name__:
@@ -283,14 +439,35 @@ def resume(self: Trainer, path) -> Trainer:
     self.scaler.load_state_dict(s['scaler'])
     if self.ema and s['ema']: self.ema.load_state_dict(s['ema'])
     self.step, self.best_score, self.best_epoch = s['step'], s['best_score'], s.get('best_epoch')
-    _set_rng_state(s['rng'])
-    if self.is_main: self._truncate_log(self.step)
-    if getattr(self, '_tb_writer', None) is not None: self._tb_writer.close(); self._tb_writer = None   # reopened at this step
+    self._monitor, self._unusable = s.get('monitor') or _fresh_monitor(), None   # an earlier blindsr's checkpoint has no monitor
+    _set_rng_state(s['rng'], self.device)
+    return s
+
+@patch
+def _clean_stale(self: Trainer) -> list:
+    "Remove (rank 0) and report the temporary files interrupted atomic writes left in the run folder and its checkpoints."
+    if not self.is_main: return []
+    stale = sorted(p for d in (self.out_dir, self.out_dir / 'checkpoints') if d.is_dir() for p in d.glob('.*.tmp') if p.is_file())
+    for p in stale: p.unlink(missing_ok=True)
+    if stale: warnings.warn(f"Trainer: removed {len(stale)} unfinished write(s) an interrupted run left in {self.out_dir}: "
+                            + ', '.join(str(p.relative_to(self.out_dir)) for p in stale))
+    return stale
+
+@patch
+def resume(self: Trainer, path) -> Trainer:
+    """Continue from a checkpoint written by `save` (same model and method): the log is cut back to the checkpoint's
+    step, and what interrupted writes left in the run folder is removed."""
+    s, path = self._load(path), _abspath(path)
+    self._checkpoints = {path: s['step']}   # and the previous.pt beside a last.pt, of a step read when needed
+    if path.name == 'last.pt' and path.with_name('previous.pt').is_file(): self._checkpoints[path.with_name('previous.pt')] = None
+    if self.is_main: self._clean_stale(); self._truncate_log(self.step)
+    self._close_tb()   # reopened at this step
     return self
 
 @patch
 def export_inference(self: Trainer, path=None) -> Path:
     "Write the weights needed to super-resolve (the EMA's if enabled) and the model spec: what `load_model` reads."
+    self._check_usable()
     path = Path(path or self.out_dir / 'model_inference.pt')
     if not self.is_main: return path
     weights = self.ema.shadow if self.ema else self.model.state_dict()
@@ -309,18 +486,24 @@ def _log(self: Trainer, row: dict):
         if header is not None and tuple(header) != self.log_fields: self._truncate_log(math.inf)
     self._log_checked = True
     new = not self.log_path.exists()
-    with open(self.log_path, 'a', newline='') as f:
-        w = csv.DictWriter(f, self.log_fields, extrasaction='ignore')
-        if new: w.writeheader()
-        w.writerow({k: row.get(k, '') for k in self.log_fields})
+    try:
+        with open(self.log_path, 'a', newline='') as f:
+            w = csv.DictWriter(f, self.log_fields, extrasaction='ignore', lineterminator='\n')
+            if new: w.writeheader()
+            w.writerow({k: row.get(k, '') for k in self.log_fields})
+    except OSError as e: raise _write_error(e, f"could not append to the log {self.log_path}") from e
     self._tb_scalars(row)
+
+def _complete_row(r: dict) -> bool: return None not in r and None not in r.values() and (r.get('step') or '').isdigit()
 
 @patch
 def _truncate_log(self: Trainer, step: int):
-    "Keep the rows up to `step`, under this run's columns."
+    "Keep the complete rows up to `step`, under this run's columns (the file is rewritten only when that changes it)."
     if not self.log_path.exists(): return
-    with open(self.log_path, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= step]
-    atomic_write_csv(self.log_path, self.log_fields, rows)
+    with open(self.log_path, newline='') as f:
+        reader = csv.DictReader(f); rows = list(reader); header = tuple(reader.fieldnames or ())
+    keep = [r for r in rows if _complete_row(r) and int(r['step']) <= step]
+    if len(keep) < len(rows) or header != self.log_fields: atomic_write_csv(self.log_path, self.log_fields, keep)
 
 # %% ../nbs/30_train.ipynb #a4c6471f
 @patch(as_prop=True)
@@ -335,6 +518,11 @@ def _tb(self: Trainer):
         # purge_step: a restart from the checkpoint of step s drops the events written after s by the run that died
         self._tb_writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.step + 1, flush_secs=30)
     return self._tb_writer
+
+@patch
+def _close_tb(self: Trainer):
+    "Close the TensorBoard writer; the next `_tb()` reopens it at the current step, purging the events written after it."
+    if getattr(self, '_tb_writer', None) is not None: self._tb_writer.close(); self._tb_writer = None
 
 @patch
 def _tb_scalars(self: Trainer, row: dict):
@@ -383,29 +571,40 @@ def _tb_validation(self: Trainer, size: int = 48):
 def _loader(self: Trainer, epoch: int, start_batch: int) -> DataLoader:
     self.sampler.set_epoch(epoch, start_batch)
     if hasattr(self.train_data, 'set_epoch'): self.train_data.set_epoch(epoch)
+    # its own generator (the workers' seeds): starting an epoch leaves the global RNG as it was
     return DataLoader(self.train_data, batch_size=self.sampler.local_batch, sampler=self.sampler, drop_last=True,
-                      num_workers=self.cfg.num_workers, pin_memory=self.device.type == 'cuda', persistent_workers=False)
+                      num_workers=self.cfg.num_workers, pin_memory=self.device.type == 'cuda', persistent_workers=False,
+                      generator=seeded_generator(self.cfg.seed, epoch, self.rank))
 
 @patch
 def fit(self: Trainer) -> dict:
-    "Train until `epochs_encoder + epochs_joint` epochs are done (continuing from `self.step` after `resume`)."
+    """Train until `epochs_encoder + epochs_joint` epochs are done (continuing from `self.step` after `resume`); a
+    divergence raises `DivergenceError` or, with `diverge_rollbacks`, continues from the last good checkpoint."""
     from tqdm.auto import tqdm
+    self._check_usable()
     self.out_dir.mkdir(parents=True, exist_ok=True)
+    if self.is_main: self._clean_stale(); self._truncate_log(self.step)   # without a checkpoint: a new log
     self._tb()   # opened before the first step: it purges what a run that died wrote past the step it resumes from
     t0, running = time.time(), None
     while self.step < self.total_steps:
         epoch, start = self.epoch, self.step % self.steps_per_epoch
         phase, lr = phase_and_lr(self.cfg, epoch)
+        lr *= self._monitor['lr_scale']   # lowered by rollbacks
         bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"{phase} epoch {epoch + 1}", leave=False,
                    disable=not (self.cfg.progress and self.is_main))
-        for batch in self._loader(epoch, start):
-            out = self.train_step(batch)
-            running = out['loss'] if running is None else 0.9 * running + 0.1 * out['loss']
-            bar.update(1); bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
-            if self.step % self.log_every == 0 or self.step % self.steps_per_epoch == 0:
-                self._log({**out, 'step': self.step, 'epoch': epoch + 1, 'lr': lr, 'seconds': round(time.time() - t0, 2)})
-            if self.cfg.ckpt_every_steps and self.step % self.cfg.ckpt_every_steps == 0 and self.step % self.steps_per_epoch:
-                self.save('last')
+        try:
+            for batch in self._loader(epoch, start):
+                out = self.train_step(batch)
+                running = out['loss'] if running is None else 0.9 * running + 0.1 * out['loss']
+                bar.update(1); bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
+                if self.step % self.log_every == 0 or self.step % self.steps_per_epoch == 0:
+                    self._log({**out, 'step': self.step, 'epoch': epoch + 1, 'lr': lr, 'seconds': round(time.time() - t0, 2)})
+                if self.cfg.ckpt_every_steps and self.step % self.cfg.ckpt_every_steps == 0 and self.step % self.steps_per_epoch:
+                    self.save('last')
+        except DivergenceError as e:   # the trainer is back at its last good checkpoint, if there was one
+            bar.close()
+            if self._roll_back(e): continue
+            raise
         bar.close()
         if self.cfg.val_every and (epoch + 1) % self.cfg.val_every == 0 and phase == 'joint' and self.is_main:
             score = self.validate()
@@ -420,9 +619,10 @@ def fit(self: Trainer) -> dict:
         if self.is_main: plot_training_log(self.log_path, self.out_dir / 'loss_curve.png')
         if self._tb() is not None: self._tb().flush()   # the events of every finished epoch are on disk
     self.export_inference()
-    if getattr(self, '_tb_writer', None) is not None: self._tb_writer.close(); self._tb_writer = None
+    self._close_tb()
     ddp.barrier()   # under DDP every rank returns once rank 0 has written the run
-    return {'steps': self.step, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'seconds': time.time() - t0}
+    return {'steps': self.step, 'best_score': self.best_score, 'best_epoch': self.best_epoch, 'seconds': time.time() - t0,
+            'divergences': list(self._monitor['events'])}
 
 # %% ../nbs/30_train.ipynb #d49fa342
 KNOWN_LOG_FIELDS = LOG_FIELDS + ('loss_sr', 'loss_contrast', 'contrast_acc', 'loss_aux', 'loss_d', 'val_psnr', 'seconds')

@@ -1,18 +1,21 @@
-"""The trainer end to end: exact resume after a hard kill, checkpoint faults, precision and EMA options."""
-import signal
-import subprocess
-import sys
+"""The trainer end to end: the run folder, checkpoint faults, divergence, precision and EMA options (exact resume after
+hard kills and a full disk: test_fault_injection.py)."""
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from blindsr.core import CheckpointError
 from blindsr.models import CHECKPOINT_FORMAT, load_model
-from blindsr.train import load_checkpoint, read_training_log, save_checkpoint
+from blindsr.methods import DASRMethod
+from blindsr.train import DivergenceError, load_checkpoint, read_training_log, save_checkpoint
 
 SETUP = textwrap.dedent("""
+    import random
+    import numpy as np
     import torch
+    from blindsr.core import seed_everything
     from blindsr.data import HRImageFolder
     from blindsr.degradations import DASRDegradation
     from blindsr.methods import DASRMethod
@@ -24,7 +27,13 @@ SETUP = textwrap.dedent("""
         low = torch.rand(n, 3, 6, 6, generator=g)
         return list(torch.nn.functional.interpolate(low, size=size, mode='bicubic', align_corners=False).clamp(0, 1))
 
-    def make_trainer(out_dir, **cfg_kw):
+    class GlobalRNGDASR(DASRMethod):
+        "DASR whose step draws from the global torch, Python and NumPy generators (as dropout would)."
+        def step(self, batch, ctx):
+            loss, logs = super().step(batch, ctx)
+            return loss * (1 + 0.1 * torch.rand(()) + 0.01 * random.random() + 0.01 * float(np.random.rand())), logs
+
+    def make_trainer(out_dir, method_cls=None, global_rng=False, **cfg_kw):
         cfg = dict(epochs_encoder=1, epochs_joint=2, steps_per_epoch=3, batch_size=2, lr_joint=1e-3,
                    val_every=1, ckpt_every_steps=2, progress=False, seed=3)
         cfg.update(cfg_kw)
@@ -32,48 +41,12 @@ SETUP = textwrap.dedent("""
         deg = DASRDegradation(scale=2, sigma=(0.2, 2.0), noise=(0, 10))
         hr = textures(2, 16)
         val = [(f'v{i}', h, deg(h[None, None], generator=torch.Generator().manual_seed(i))[0][0, 0]) for i, h in enumerate(hr)]
-        torch.manual_seed(cfg['seed'])   # the initial weights
+        seed_everything(cfg['seed'])   # the initial weights, and the global generators a method may draw from
         model = create_model('blindsr', scale=2, n_feats=8, n_groups=1, n_blocks=1, width=8)
-        return Trainer(DASRMethod(model, degradation=deg, K=8), data, TrainConfig(**cfg), out_dir, val_pairs=val, log_every=1)
+        method = method_cls or (GlobalRNGDASR if global_rng else DASRMethod)
+        return Trainer(method(model, degradation=deg, K=8), data, TrainConfig(**cfg), out_dir, val_pairs=val, log_every=1)
 """)
-exec(SETUP)   # the same setup runs here and in the subprocess that is killed (defines make_trainer)
-
-
-def _same_state(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    diff = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not diff, f'{len(diff)} tensors differ, e.g. {diff[:3]}'
-
-
-def test_resume_after_hard_kill_is_exact(tmp_path):
-    "N steps in one go == N/2 steps, SIGKILL, resume for the rest: identical weights, queue and optimizer on CPU."
-    straight = make_trainer(tmp_path / 'straight')
-    straight.fit()
-    total = straight.step
-    assert total == 9
-
-    killed = tmp_path / 'killed'
-    script = SETUP + textwrap.dedent(f"""
-        import os, signal
-        def kill_at_4(trainer, path):
-            if trainer.step == 4 and path.name == 'last.pt':
-                os.kill(os.getpid(), signal.SIGKILL)   # a hard kill right after the mid-epoch checkpoint
-        t = make_trainer({str(killed)!r}); t.callbacks.append(kill_at_4); t.fit()
-    """)
-    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert load_checkpoint(killed / 'checkpoints' / 'last.pt')['step'] == 4
-
-    resumed = make_trainer(killed).resume(killed / 'checkpoints' / 'last.pt')
-    assert resumed.step == 4
-    resumed.fit()
-    assert resumed.step == total
-    _same_state(straight.model.state_dict(), resumed.model.state_dict())
-    so, ro = straight.optimizer.state_dict()['state'], resumed.optimizer.state_dict()['state']
-    for k in so: _same_state(so[k], ro[k])
-    assert straight.best_score == resumed.best_score
-    # the log was cut back to the checkpoint and continued: same steps as the straight run
-    assert read_training_log(straight.log_path)['step'] == read_training_log(resumed.log_path)['step']
+exec(SETUP)   # the same setup runs here and in the processes test_fault_injection.py kills (defines make_trainer)
 
 
 def test_run_folder_and_inference_export(tmp_path):
@@ -81,7 +54,10 @@ def test_run_folder_and_inference_export(tmp_path):
     out = t.fit()
     names = {p.name for p in (tmp_path / 'run').iterdir()}
     assert {'log.csv', 'loss_curve.png', 'model_inference.pt', 'checkpoints'} <= names
-    assert {p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()} == {'last.pt', 'best.pt'}
+    assert {p.name for p in (tmp_path / 'run' / 'checkpoints').iterdir()} == {'last.pt', 'previous.pt', 'best.pt'}
+    assert b'\r' not in (tmp_path / 'run' / 'log.csv').read_bytes()                   # '\n' line ends
+    prev, last = (load_checkpoint(tmp_path / 'run' / 'checkpoints' / n) for n in ('previous.pt', 'last.pt'))
+    assert (prev['step'], last['step']) == (8, 9)                                     # the last.pt before the last
     assert out['best_score'] > 10
     m = load_model(tmp_path / 'run' / 'model_inference.pt')
     exported = torch.load(tmp_path / 'run' / 'model_inference.pt', weights_only=True)['state_dict']
@@ -117,7 +93,104 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='injected'):
         t.save('last')
     assert last.read_bytes() == before
-    assert sorted(p.name for p in last.parent.iterdir()) == ['last.pt']
+    assert sorted(p.name for p in last.parent.iterdir()) == ['last.pt', 'previous.pt']   # no temporary file left
+
+
+class Spiky(DASRMethod):
+    "DASR whose loss at step `at` (0-based, once) is multiplied by 1e4: a bad batch."
+    at = None
+    def step(self, batch, ctx):
+        loss, logs = super().step(batch, ctx)
+        if ctx.step == self.at: self.at, loss = None, loss * 1e4
+        return loss, logs
+
+
+class NaNBatch(DASRMethod):
+    "DASR fed NaN pixels at step `at` (0-based): the forward turns BatchNorm statistics and MoCo's queue to NaN."
+    at = None
+    def step(self, batch, ctx):
+        return super().step(batch * float('nan') if ctx.step == self.at else batch, ctx)
+
+
+def _largest_weight(state: dict) -> float:
+    "The largest magnitude among the weights (BatchNorm statistics left out)."
+    return max(float(v.abs().max()) for k, v in state.items() if v.is_floating_point() and '.running_' not in k)
+
+
+def test_exploding_learning_rate_stops_before_the_weights_are_saved(tmp_path):
+    "(a) lr 1e6: the weight check stops the step that exploded, so no checkpoint, best.pt or export holds its weights."
+    t = make_trainer(tmp_path / 'first', lr_encoder=1e6)
+    with pytest.raises(DivergenceError, match=r'in step 1 the weight norm grew to .*; no checkpoint was saved before it') as e:
+        t.fit()
+    assert e.value.checkpoint is None and 'last.pt' not in str(e.value)
+    for refused in (t.export_inference, t.save, t.fit):
+        with pytest.raises(DivergenceError, match='unusable'): refused()
+    assert not (tmp_path / 'first' / 'checkpoints').exists() and not (tmp_path / 'first' / 'model_inference.pt').exists()
+
+    t = make_trainer(tmp_path / 'late', lr_joint=1e6)           # phase 1 trains; the first joint step explodes
+    with pytest.raises(DivergenceError, match=r'in step 4 the weight norm grew .*; the trainer went back to the last good checkpoint .*last.pt \(step 3\)') as e:
+        t.fit()
+    good = load_checkpoint(e.value.checkpoint)
+    assert e.value.step == 4 and good['step'] == 3 == t.step and _largest_weight(good['model']) < 1e3
+    assert {k: torch.equal(v, good['model'][k]) for k, v in t.model.state_dict().items()} == {k: True for k in good['model']}
+    assert not (tmp_path / 'late' / 'checkpoints' / 'best.pt').exists() and not (tmp_path / 'late' / 'model_inference.pt').exists()
+    assert _largest_weight(torch.load(t.export_inference(), weights_only=True)['state_dict']) < 1e3   # the good weights, asked for
+
+
+def test_loss_spike_goes_back_before_the_checkpoint_that_produced_it(tmp_path):
+    "(a) a loss 1e4x its running median: the checkpoint of the step before holds the weights that gave it; previous.pt is the good one."
+    t = make_trainer(tmp_path / 'stop', method_cls=Spiky, ckpt_every_steps=1, diverge_warmup=2)
+    t.method.at = 5
+    with pytest.raises(DivergenceError, match=r'in step 6 the loss .* rose above 50x its running median .*; .*previous.pt \(step 4\)'):
+        t.fit()
+    assert t.step == 4 and load_checkpoint(tmp_path / 'stop' / 'checkpoints' / 'last.pt')['step'] == 5
+
+    r = make_trainer(tmp_path / 'roll', method_cls=Spiky, ckpt_every_steps=1, diverge_warmup=2, diverge_rollbacks=1)
+    r.method.at = 5
+    with pytest.warns(UserWarning, match=r'in step 6 the loss .*; rolled back to .*previous.pt \(step 4\) with the learning rate x0.5 \(rollback 1 of 1\)'):
+        out = r.fit()
+    assert out['steps'] == 9 and [(d['step'], Path(d['checkpoint']).name) for d in out['divergences']] == [(6, 'previous.pt')]
+    log = read_training_log(r.log_path)
+    rows = list(zip(log['step'], log['phase']))
+    assert len(set(rows)) == len(rows) and [s for s, p in rows if p != 'val'] == list(range(1, 10))   # no step twice
+    assert [lr for s, p, lr in zip(log['step'], log['phase'], log['lr']) if p == 'joint'] == [1e-3] + [5e-4] * 5
+    assert load_checkpoint(tmp_path / 'roll' / 'checkpoints' / 'last.pt')['monitor']['rollbacks'] == 1
+
+
+def test_non_finite_loss_leaves_the_trainer_at_its_last_good_state(tmp_path):
+    "(b) NaN pixels: the forward set BatchNorm statistics and the queue to NaN; the trainer is back at the good checkpoint."
+    t = make_trainer(tmp_path / 'run', method_cls=NaNBatch)
+    t.method.at = 4                                        # last.pt of step 4 holds the weights that met the NaN
+    with pytest.raises(DivergenceError, match=r'in step 5 the loss became nan; the trainer went back to the last good '
+                                              r'checkpoint .*previous.pt \(step 3\)') as e:
+        t.fit()
+    good = load_checkpoint(e.value.checkpoint)
+    state = t.model.state_dict()
+    assert t.step == 3 and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert all(torch.equal(v, good['model'][k]) for k, v in state.items())
+    queue = t.method.training_state()['objective']
+    assert all(torch.equal(v, good['training']['objective'][k]) for k, v in queue.items() if torch.is_tensor(v))
+    assert _largest_weight(torch.load(t.export_inference(), weights_only=True)['state_dict']) < 1e3
+
+    t = make_trainer(tmp_path / 'early', method_cls=NaNBatch)
+    t.method.at = 0
+    with pytest.raises(DivergenceError, match=r'in step 1 the loss became nan; no checkpoint was saved before it') as e:
+        t.fit()
+    assert 'last.pt' not in str(e.value)
+    with pytest.raises(DivergenceError, match='unusable'): t.export_inference()
+    assert not (tmp_path / 'early' / 'model_inference.pt').exists()
+
+
+def test_resume_removes_what_interrupted_writes_left(tmp_path):
+    "(c) the temporary files of a save killed half-way are removed, with a warning naming them."
+    t = make_trainer(tmp_path / 'run', epochs_joint=0)
+    t.fit()
+    ckpts = tmp_path / 'run' / 'checkpoints'
+    (ckpts / '.last.pt.k3x9a1.tmp').write_bytes(b'half a checkpoint')
+    (tmp_path / 'run' / '.log.csv.q0w2e4.tmp').write_text('step,')
+    with pytest.warns(UserWarning, match=r'removed 2 unfinished write\(s\) .*\.log\.csv\.q0w2e4\.tmp, checkpoints/\.last\.pt\.k3x9a1\.tmp'):
+        make_trainer(tmp_path / 'run', epochs_joint=0).resume(ckpts / 'last.pt')
+    assert not list(tmp_path.rglob('*.tmp'))
 
 
 def test_bad_config_is_rejected_before_training(tmp_path):
