@@ -313,8 +313,10 @@ def to_markdown_table(df: pd.DataFrame,             # long table from a grid (pe
                       bold_best: bool = True,
                       timing: bool = True,           # add a column of mean seconds per image
                       decimals: tuple = (2, 4),      # digits of PSNR and SSIM
+                      floor: bool = True,            # label a method whose mean is below `baseline`'s as under-trained
                      ) -> str:
-    "The grid in the papers' layout, as a Markdown table: a row per method, a column per condition, best in bold."
+    """The grid in the papers' layout, as a Markdown table: a row per method, a column per condition, best in bold; a
+    method below the baseline (the floor) on average over the conditions says so in its row."""
     if metric not in ('psnr', 'ssim', 'psnr/ssim'): raise ValueError(f"metric must be 'psnr', 'ssim' or 'psnr/ssim', got {metric!r}")
     if 'image' in df.columns: df = summarize(df)
     rows = list(rows)
@@ -361,8 +363,19 @@ def to_markdown_table(df: pd.DataFrame,             # long table from a grid (pe
     if timing and 'seconds' in df.columns: head.append('s/img')
     lines = ['| ' + ' | '.join(map(_md_escape, head)) + ' |',
              '|' + '|'.join([':---'] * len(rows) + ['---:'] * (len(head) - len(rows))) + '|']
+    def mean(rk):   # the first metric's mean over the conditions this row has
+        vals = [float(cells[rk, ck][metrics[0]]) for ck in col_keys if (rk, ck) in cells]
+        vals = [v for v in vals if math.isfinite(v)]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    def method_label(rk):
+        name, base = rk[mi], rk[:mi] + (baseline,) + rk[mi + 1:]
+        if not floor or baseline is None or name == baseline or base not in row_keys: return name
+        m, b = mean(rk), mean(base)
+        return f"{name} (**under-trained**: {m:.{digits[metrics[0]]}f} < {baseline} {b:.{digits[metrics[0]]}f} on average)" if m < b else name
+
     for rk in row_keys:
-        line = [rk[i] if k == 'method' else _row_label(k, rk[i]) for i, k in enumerate(rows)]
+        line = [method_label(rk) if k == 'method' else _row_label(k, rk[i]) for i, k in enumerate(rows)]
         line += [cell(rk, ck) for ck in col_keys]
         if timing and 'seconds' in df.columns:
             sub = df[(df[rows] == pd.Series(rk, index=rows)).all(axis=1)]
