@@ -124,4 +124,4 @@ def test_fuse_and_upscale_refuse_the_other_kind_of_network(tmp_path, tiny_fusion
     r = run('upscale', tmp_path / 'x.png', '-o', tmp_path / 'o', '-c', tiny_fusion)
     assert r.returncode == 2 and 'use blindsr fuse' in r.stderr
     r = run('fuse', tmp_path / 's.npz', '-o', tmp_path / 'o', '-c', tiny_fusion, '--memory-budget', '-1')
-    assert r.returncode == 2 and '--memory-budget must be > 0' in r.stderr
+    assert r.returncode == 2 and '--memory-budget must be a finite number of MB > 0' in r.stderr
