@@ -123,16 +123,18 @@ def cli_case(checkpoint, repeats, ref_budget_mb, size='1920x1080'):
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = None   # the outputs this script writes are large on purpose
         with Image.open(out_dir / src.name) as im: out_size = im.size
-        if out_size != (4 * w, 4 * h): sys.exit(f"blindsr upscale wrote a {out_size[0]}x{out_size[1]} image, expected {4 * w}x{4 * h}")
+        scale = out_size[0] // w   # the checkpoint's scale, from what the command wrote
+        if out_size != (scale * w, scale * h) or scale < 2:
+            sys.exit(f"blindsr upscale wrote a {out_size[0]}x{out_size[1]} image for a {w}x{h} input: not an integer upscaling")
         got = torch.from_numpy(skio.imread(out_dir / src.name)).permute(2, 0, 1).float() / 255 if ref_budget_mb > 0 else None
     walls, rsss = [r[0] for r in runs], [r[1] / 2 ** 30 for r in runs]
-    res = {'case': size, 'checkpoint': str(checkpoint), 'repeats': repeats, 'wall_s_median': round(statistics.median(walls), 1),
+    res = {'case': size, 'scale': scale, 'checkpoint': str(checkpoint), 'repeats': repeats, 'wall_s_median': round(statistics.median(walls), 1),
            'wall_s_min': round(min(walls), 1), 'wall_s_max': round(max(walls), 1), 'peak_rss_gib_median': round(statistics.median(rsss), 2),
            'peak_rss_gib_max': round(max(rsss), 2)}
     print(f"the command said:\n{said.strip()}\n")
     if ref_budget_mb <= 0:   # no reference: time and memory only (e.g. sizes whose fp32 reference would not fit)
         print(json.dumps(res))
-        return print(f"\n`blindsr upscale` {size} x4, defaults: wall {res['wall_s_median']} s, peak RSS {res['peak_rss_gib_max']} GiB")
+        return print(f"\n`blindsr upscale` {size} x{scale}, defaults: wall {res['wall_s_median']} s, peak RSS {res['peak_rss_gib_max']} GiB")
     net = load_model(checkpoint).eval()
     plan = auto_plan(net, h, w, int(ref_budget_mb * 2 ** 20))
     t0 = time.perf_counter()
@@ -140,7 +142,7 @@ def cli_case(checkpoint, repeats, ref_budget_mb, size='1920x1080'):
     res.update(ref_tiles=f"{len(plan.rows)}x{len(plan.cols)}", ref_s=round(time.perf_counter() - t0, 1),
                psnr_vs_fp32_ref_db=round(psnr(got, ref, data_range=1.0).item(), 2))
     print(json.dumps(res))
-    print(f"\n`blindsr upscale` {size} x4, defaults: wall {res['wall_s_median']} s (min {res['wall_s_min']}, max {res['wall_s_max']}), "
+    print(f"\n`blindsr upscale` {size} x{scale}, defaults: wall {res['wall_s_median']} s (min {res['wall_s_min']}, max {res['wall_s_max']}), "
           f"peak RSS {res['peak_rss_gib_median']} GiB (max {res['peak_rss_gib_max']}), 8-bit output {res['psnr_vs_fp32_ref_db']} dB "
           f"from the fp32 result of {res['ref_tiles']} tiles")
 
